@@ -1,0 +1,186 @@
+"""The config schema: one frozen dataclass per section, and `--set key=value` overrides.
+
+Named experiments (instances of `Config`) live in `experiments/configs.py`; this module only
+says which fields exist, their types and allowed values. Add a field here, with a default that
+keeps every existing experiment unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: Literal["landscapes", "solid", "black", "folder", "csv"] = "landscapes"
+    dir: str = ""  # folder of photos (source "folder")
+    csv: str = ""  # seed-format labels.csv (source "csv")
+    image_size: int = 800  # side in pixels; every image is resized to a square
+    num_images: int = 200  # how many images a synthetic source makes
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    # "auto" keeps a dataset that fits on the device there, else in host memory, else streams.
+    cache: Literal["auto", "device", "host", "stream"] = "auto"
+    workers: int = -1  # grain decode worker processes; -1 = one per CPU core (at most 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptionConfig:
+    kind: Literal["discolor", "white_box", "scramble"] = "discolor"
+    overflow: Literal["wrap", "clip"] = "wrap"
+    p_altered: float = 1.0  # 1.0: seed 1 (localisation); 0.5: seed 2 (detection)
+    # "per_example": each image keeps one alteration for the whole run (the seeds);
+    # "per_step": a fresh alteration every time an image is seen.
+    resample: Literal["per_example", "per_step"] = "per_example"
+    box_size: int = 16  # white_box side as passed to Pillow (17 pixels drawn for 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: Literal[
+        "seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net"
+    ] = "seed_cnn"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; params stay float32
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["adam", "sgd", "nesterov"] = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.0
+    batch_size: int = 10  # global batch, split over the devices
+    epochs: int = 30
+    max_steps: int = 0  # stop after this many steps in total; 0 = no limit
+    num_devices: int = 0  # local devices to use; 0 = all
+    log_every: int = 50  # read metrics back from the device every N steps
+    steps_per_dispatch: int = 1  # K train steps fused into one device call (lax.scan)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 0  # also save every N steps; 0 = only at the end of each epoch
+    keep: int = 3  # latest checkpoints kept (plus the best)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+
+class ConfigError(ValueError):
+    """A bad override or config value; its message is one line meant for the user."""
+
+
+def field_paths(config: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Every dotted key of `config` -> (type annotation, current value)."""
+    hints = typing.get_type_hints(type(config))
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            out.update(field_paths(value, key + "."))
+        else:
+            out[key] = (hints[f.name], value)
+    return out
+
+
+def _parse_value(key: str, annotation: Any, text: str) -> Any:
+    if typing.get_origin(annotation) is Literal:
+        allowed = typing.get_args(annotation)
+        if text not in allowed:
+            raise ConfigError(f"{key}={text!r}: expected one of {', '.join(map(repr, allowed))}")
+        return text
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key}={text!r}: expected true or false")
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected {annotation.__name__}") from None
+    return text
+
+
+def replace_path(config: Any, key: str, value: Any) -> Any:
+    """A copy of `config` with the dotted field `key` set to `value`."""
+    head, _, rest = key.partition(".")
+    if rest:
+        return dataclasses.replace(config, **{head: replace_path(getattr(config, head), rest, value)})
+    return dataclasses.replace(config, **{head: value})
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Applies `KEY=VALUE` strings, type-checked against the schema.
+
+    Raises ConfigError with a one-line message naming the key and what is valid.
+    """
+    paths = field_paths(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in paths:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(paths)}")
+        annotation, _ = paths[key]
+        config = replace_path(config, key, _parse_value(key, annotation, text))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks values that types alone do not; raises ConfigError naming the key."""
+    c = config
+    if c.data.image_size < 16:
+        raise ConfigError(f"data.image_size={c.data.image_size}: expected at least 16")
+    if c.model.name != "white_box_net" and c.data.image_size % 16:
+        raise ConfigError(
+            f"data.image_size={c.data.image_size}: model {c.model.name} needs a multiple of 16")
+    if not 0.0 <= c.data.val_fraction + c.data.test_fraction < 1.0:
+        raise ConfigError("data.val_fraction + data.test_fraction: expected a sum in [0, 1)")
+    if not 0.0 <= c.corruption.p_altered <= 1.0:
+        raise ConfigError(f"corruption.p_altered={c.corruption.p_altered}: expected 0..1")
+    for key in ("train.batch_size", "train.epochs", "data.num_images", "train.log_every",
+                "train.steps_per_dispatch", "checkpoint.keep"):
+        section, name = key.split(".")
+        if getattr(getattr(c, section), name) < 1:
+            raise ConfigError(f"{key}: expected a positive integer")
+    if c.data.source == "folder" and not c.data.dir:
+        raise ConfigError("data.dir: required when data.source='folder'")
+    if c.data.source == "csv" and not c.data.csv:
+        raise ConfigError("data.csv: required when data.source='csv'")
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of `to_dict` (used to read a run's config.json back)."""
+    def build(cls, values):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            v = values[f.name]
+            kwargs[f.name] = build(hints[f.name], v) if dataclasses.is_dataclass(hints[f.name]) else v
+        return cls(**kwargs)
+    return build(Config, d)
+
+
+def dumps(config: Config) -> str:
+    return json.dumps(to_dict(config), indent=2, sort_keys=True)
