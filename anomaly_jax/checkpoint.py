@@ -1,0 +1,220 @@
+"""Checkpoints of a run (Orbax `CheckpointManager`), and the lock that guards a workdir.
+
+One checkpoint is one Orbax composite with three items:
+  state      the (unreplicated) train state: params, optimizer state, step
+  data_state the grain iterator's position after the last consumed batch (get_state())
+  meta       JSON: the resolved config, epoch bookkeeping, the epoch's metric sums so far
+The PRNG state is a pure function of (config.seed, step), so config + step restore it exactly.
+
+Saves are asynchronous and atomic (Orbax writes to a temporary folder and renames it when
+complete), so a run killed mid-write leaves the previous checkpoints untouched. Kept: the
+latest `keep` plus the best by the validation metric.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from anomaly_jax.config import Config, ConfigError, field_paths, to_dict
+
+log = logging.getLogger(__name__)
+
+# Fields a resumed run may change without changing what the run means.
+RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every", "train.num_devices",
+                     "train.steps_per_dispatch", "checkpoint.every_steps", "checkpoint.keep",
+                     "data.cache", "data.workers")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or a checkpoint that does not belong to this config."""
+
+
+class WorkdirBusy(RuntimeError):
+    """Another live process holds the workdir."""
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir, held for the life of a run.
+
+    It is an OS advisory lock (flock) on `workdir/.lock`: the kernel releases it when the
+    holding process exits in any way, SIGKILL included, so a dead run never leaves it stuck.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._file = None
+
+    def __enter__(self) -> "WorkdirLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise WorkdirBusy(f"{os.path.dirname(self.path)} is in use by a live run "
+                              f"(pid {holder}); wait for it to finish or use another --workdir"
+                              ) from None
+        self._file.truncate(0)
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    state: Any
+    data_state: dict
+    epoch_sums: dict | None  # metric sums of the unfinished epoch, None at an epoch end
+    epoch_time: float  # seconds already spent in the unfinished epoch
+    epoch_done: int  # epochs completed (metrics.jsonl lines that stay valid)
+
+
+def config_differences(saved: Mapping, config: Config) -> list[str]:
+    """Dotted keys whose values differ between a saved config dict and `config`,
+    ignoring the fields a resume may change."""
+    current = {k: v for k, (_, v) in field_paths(config).items()}
+    flat_saved = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                walk(v, prefix + k + ".")
+            else:
+                flat_saved[prefix + k] = v
+
+    walk(saved)
+    keys = sorted(set(current) | set(flat_saved))
+    return [k for k in keys if k not in RESUMABLE_CHANGES
+            and flat_saved.get(k) != current.get(k)]
+
+
+class RunCheckpoints:
+    """Save/restore a run's checkpoints under `directory` (one per step)."""
+
+    def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str):
+        self.directory = os.path.abspath(directory)
+        self.best_metric = best_metric
+        preservation = policies.AnyPreservationPolicy([
+            policies.LatestN(keep),
+            policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
+                           n=1, keep_checkpoints_without_metrics=False),
+        ])
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(preservation_policy=preservation,
+                                                 enable_async_checkpointing=True),
+            item_names=("state", "data_state", "meta"))
+
+    def save(self, step: int, state: Any, *, data_state: dict, epoch_sums: Mapping | None,
+             epoch_time: float, epoch_done: int, config: Config,
+             record: Mapping | None) -> None:
+        """Starts an asynchronous save of a host (unreplicated) state; returns at once."""
+        meta = {
+            "config": to_dict(config),
+            "epoch_done": epoch_done,
+            "epoch_time": epoch_time,
+            "epoch_sums": None if epoch_sums is None else
+            {k: float(np.asarray(v)) for k, v in epoch_sums.items()},
+        }
+        metrics = None
+        if record is not None and self.best_metric in record:
+            metrics = {self.best_metric: float(record[self.best_metric])}
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data_state=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta)), metrics=metrics)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def restore(self, template_state: Any, config: Config | None, step: int | None = None
+                ) -> Restored | None:
+        """The latest usable checkpoint (or `step`), None when there is none.
+
+        An unreadable checkpoint is reported in one line and the previous one is tried.
+        With `config`, a checkpoint whose config differs in a field that changes the run's
+        meaning is refused (ConfigError listing the fields).
+        """
+        steps = [step] if step is not None else sorted(self.steps(), reverse=True)
+        if not steps:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
+        failures = []
+        for s in steps:
+            try:
+                meta = self.manager.restore(s, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # a truncated or half-written checkpoint
+                failures.append(s)
+                print(f"checkpoint {self.directory}/{s} is unreadable ({_reason(e)}); "
+                      "trying the previous one", file=sys.stderr)
+                continue
+            if config is not None:
+                diff = config_differences(meta["config"], config)
+                if diff:
+                    raise ConfigError(
+                        f"{self.directory} holds a run with a different config in: "
+                        f"{', '.join(diff)}; use the same settings to resume, or --fresh to "
+                        "start over")
+            try:
+                items = self.manager.restore(s, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract),
+                    data_state=ocp.args.JsonRestore()))
+            except Exception as e:
+                failures.append(s)
+                print(f"checkpoint {self.directory}/{s} is unreadable ({_reason(e)}); "
+                      "trying the previous one", file=sys.stderr)
+                continue
+            return Restored(step=s, state=items["state"], data_state=items["data_state"],
+                            epoch_sums=meta["epoch_sums"], epoch_time=meta["epoch_time"],
+                            epoch_done=meta["epoch_done"])
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory} (tried steps "
+            f"{', '.join(map(str, failures))}); rerun with --fresh to start over")
+
+    def delete_all(self) -> None:
+        self.manager.wait_until_finished()
+        for s in self.steps():
+            self.manager.delete(s)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def read_saved_config(workdir: str) -> dict:
+    """The config.json of a run directory, as a dict."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} not found: is {workdir} a run directory?")
+    with open(path) as f:
+        return json.load(f)
+

@@ -1,0 +1,107 @@
+"""Figures and tables from run directories: learning curves, run comparisons, drawn boxes.
+
+Everything here reads the files a run writes (metrics.jsonl, summary.json) or plain arrays;
+nothing here trains. Plots use matplotlib's Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def read_run(workdir: str) -> dict:
+    """{"name", "history": [epoch records], "summary": dict | None} of a run directory."""
+    history = []
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            history = [json.loads(line) for line in f if line.strip()]
+    summary = None
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        with open(os.path.join(workdir, "summary.json")) as f:
+            summary = json.load(f)
+    name = (summary or {}).get("name") or os.path.basename(os.path.normpath(workdir))
+    return {"name": name, "workdir": workdir, "history": history, "summary": summary}
+
+
+def val_metric(history: Sequence[Mapping]) -> str:
+    """The run's validation metric: distance for localisation, accuracy for detection."""
+    return "val_accuracy" if any("val_accuracy" in r for r in history) else "val_distance"
+
+
+def plot_curves(runs: Sequence[Mapping], out_png: str, title: str | None = None) -> str:
+    """Per-epoch validation metric (and training loss) of several runs in one figure,
+    like the seed's "Evaluation Matrix between 5 Models". Returns the PNG path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    metric = val_metric([r for run in runs for r in run["history"]])
+    for run in runs:
+        epochs = [r["epoch"] for r in run["history"]]
+        ax_val.plot(epochs, [r.get(metric, np.nan) for r in run["history"]], marker="o",
+                    ms=3, label=run["name"])
+        ax_loss.plot(epochs, [r["train_loss"] for r in run["history"]], marker="o", ms=3,
+                     label=run["name"])
+    if metric == "val_distance":
+        middles = [r["val_middle_distance"] for run in runs for r in run["history"]
+                   if "val_middle_distance" in r]
+        if middles:
+            ax_val.axhline(middles[-1], color="grey", ls="--", lw=1,
+                           label="always predict the middle")
+    ax_val.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title or "validation")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    ax_loss.set_yscale("log")
+    for ax in (ax_val, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def comparison_table(runs: Sequence[Mapping]) -> str:
+    """A plain-text table: one row per run with its final and best validation figures."""
+    rows = [("run", "epochs", "final val", "best val", "middle baseline", "img/s", "wall s")]
+    for run in runs:
+        h = run["history"]
+        metric = val_metric(h)
+        better = max if metric == "val_accuracy" else min
+        values = [r[metric] for r in h if metric in r]
+        middle = next((r["val_middle_distance"] for r in reversed(h)
+                       if "val_middle_distance" in r), None)
+        ips = [r["train_images_per_s"] for r in h]
+        rows.append((run["name"], str(len(h)),
+                     f"{values[-1]:.4f}" if values else "-",
+                     f"{better(values):.4f}" if values else "-",
+                     f"{middle:.4f}" if middle is not None else "-",
+                     f"{np.median(ips):.1f}" if ips else "-",
+                     f"{h[-1]['wall_s']:.1f}" if h else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def draw_squares(image: np.ndarray, true_center: Sequence[float] | None,
+                 pred_center: Sequence[float], half_size: float) -> Image.Image:
+    """The image with the true square (green) and the predicted one (red) drawn on it.
+
+    image: uint8[H,W,3]; centres are normalised (row, col); half_size in pixels. The
+    predicted square takes the true square's size (the models predict a centre only).
+    """
+    h, w = image.shape[:2]
+    out = Image.fromarray(image)
+    draw = ImageDraw.Draw(out)
+    width = max(2, h // 200)
+    for center, colour in ((true_center, (0, 255, 0)), (pred_center, (255, 0, 0))):
+        if center is None:
+            continue
+        row, col = center[0] * h, center[1] * w
+        draw.rectangle([col - half_size, row - half_size, col + half_size, row + half_size],
+                       outline=colour, width=width)
+    return out

@@ -1,0 +1,171 @@
+"""Checkpoints: SIGKILL + resume is bit-exact, broken checkpoints fall back, NaN stops cleanly,
+the workdir lock, restoring on fewer devices, and config changes on resume."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anomaly_jax import checkpoint, train
+from anomaly_jax.config import ConfigError, apply_overrides
+from experiments import run as run_cli
+from experiments.configs import get_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# 40 images at 64x64: 32 train / 8 val, batch 4 -> 8 steps per epoch.
+SETS = ["data.image_size=64", "data.num_images=40", "train.batch_size=4", "train.epochs=3",
+        "checkpoint.every_steps=3", "train.log_every=1"]
+TIMING_KEYS = ("train_images_per_s", "wall_s")
+
+
+def config(*extra):
+    return apply_overrides(get_config("cnn_lowlr"), SETS + list(extra))
+
+
+def records(workdir):
+    lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def sha(workdir):
+    return json.load(open(os.path.join(workdir, "summary.json")))["params_sha256"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train.train_and_evaluate(config(), str(workdir), progress=False)
+    return workdir
+
+
+def cli(workdir, *extra):
+    sets = [a for s in SETS + list(extra) for a in ("--set", s)]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "--config", "cnn_lowlr", "--workdir",
+         str(workdir), "--no-progress", *sets], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_resume_is_bit_exact(uninterrupted, tmp_path):
+    workdir = tmp_path / "killed"
+    proc = cli(workdir)
+    ckpts = workdir / "checkpoints"
+    deadline = time.time() + 240
+    # Kill once the first checkpoint is being written or done: mid-step or mid-write.
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(ckpts.iterdir()):
+            time.sleep(float(np.random.default_rng().uniform(0.0, 1.5)))
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = cli(workdir)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["params_sha256"] == sha(uninterrupted)
+    assert sha(workdir) == sha(uninterrupted)
+    assert records(workdir) == records(uninterrupted)
+
+
+def test_unreadable_latest_checkpoint_falls_back(uninterrupted, tmp_path, capfd):
+    workdir = tmp_path / "broken"
+    train.train_and_evaluate(config("train.epochs=2"), str(workdir), progress=False)
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    latest = workdir / "checkpoints" / str(steps[-1]) / "state"
+    for f in latest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated files
+    summary = train.train_and_evaluate(config(), str(workdir), progress=False)
+    err = capfd.readouterr().err
+    assert f"checkpoints/{steps[-1]} is unreadable" in err
+    assert summary["params_sha256"] == sha(uninterrupted)
+    assert records(workdir) == records(uninterrupted)
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    workdir = tmp_path / "allbroken"
+    train.train_and_evaluate(config("train.epochs=1", "checkpoint.every_steps=0"),
+                             str(workdir), progress=False)
+    for f in (workdir / "checkpoints").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint .*--fresh"):
+        train.train_and_evaluate(config(), str(workdir), progress=False)
+    summary = train.train_and_evaluate(config("train.epochs=1"), str(workdir), fresh=True,
+                                       progress=False)
+    assert summary["steps"] == 8
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    original = train.train_step
+
+    def poisoned(state, *args, **kwargs):
+        new_state, sums = original(state, *args, **kwargs)
+        sums = dict(sums, loss=jnp.where(state["step"] >= 4, jnp.nan, sums["loss"]))
+        return new_state, sums
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+    workdir = tmp_path / "nan"
+    args = ["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress"]
+    code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "non-finite training loss" in err[-1]
+    manager = checkpoint.RunCheckpoints(str(workdir / "checkpoints"), keep=3,
+                                        best_metric="val_distance", best_mode="min")
+    assert manager.steps() == [3]
+    run, state = train.setup(config())
+    restored = manager.restore(state, config())
+    assert restored.step == 3 and int(restored.state["step"]) == 3
+    leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(restored.state["params"])]
+    assert all(np.isfinite(x).all() for x in leaves)
+
+
+def test_lock_refuses_second_run_and_dies_with_its_holder(tmp_path):
+    workdir = tmp_path / "locked"
+    with checkpoint.WorkdirLock(str(workdir)):
+        with pytest.raises(checkpoint.WorkdirBusy, match="in use by a live run"):
+            train.train_and_evaluate(config(), str(workdir), progress=False)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from anomaly_jax.checkpoint import WorkdirLock\n"
+        "WorkdirLock(%r).__enter__(); print('held', flush=True); time.sleep(60)")
+        % (str(REPO), str(workdir))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(checkpoint.WorkdirBusy, match=f"pid {holder.pid}"):
+        checkpoint.WorkdirLock(str(workdir)).__enter__()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with checkpoint.WorkdirLock(str(workdir)):
+        pass  # a dead holder leaves nothing stuck
+
+
+def test_two_device_checkpoint_restores_on_one_device(uninterrupted, tmp_path):
+    workdir = tmp_path / "two_to_one"
+    train.train_and_evaluate(config("train.epochs=1", "train.num_devices=2"), str(workdir),
+                             progress=False)
+    train.train_and_evaluate(config("train.num_devices=1"), str(workdir), progress=False)
+    for a, b in zip(records(workdir), records(uninterrupted)):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-4, err_msg=key)
+
+
+def test_resume_refuses_meaningful_changes_but_allows_more_epochs(tmp_path):
+    workdir = tmp_path / "changes"
+    train.train_and_evaluate(config("train.epochs=1"), str(workdir), progress=False)
+    with pytest.raises(ConfigError, match="different config in: seed, train.lr"):
+        train.train_and_evaluate(config("train.lr=0.5", "seed=7"), str(workdir),
+                                 progress=False)
+    summary = train.train_and_evaluate(config("train.epochs=2"), str(workdir), progress=False)
+    assert [r["epoch"] for r in records(workdir)] == [1, 2] and summary["steps"] == 16
