@@ -119,7 +119,8 @@ def prepare_inputs(task: Task, batch: Mapping[str, jax.Array], tables: Mapping[s
     if task.labelled:
         labels = {"center": tables["center"][ids],
                   "half_size_norm": tables["half_size_norm"][ids],
-                  "altered": jnp.ones(ids.shape, bool)}
+                  "altered": (tables["altered"][ids] if "altered" in tables
+                              else jnp.ones(ids.shape, bool))}
         features = tables["features"][ids]
     else:
         c = task.corruption
@@ -232,7 +233,9 @@ def _tables(task: Task, image_set: data.ImageSet, cache: str) -> dict[str, np.nd
     if cache == "device":
         tables["images"] = image_set.images
     if task.labelled:
-        tables.update({k: image_set.targets[k] for k in ("center", "half_size_norm", "features")})
+        tables.update({k: image_set.targets[k] for k in
+                       ("center", "half_size_norm", "features", "altered")
+                       if k in image_set.targets})
     return tables
 
 
@@ -256,7 +259,8 @@ def setup(config: Config) -> tuple[Run, TrainState]:
     n = len(image_set.names)
     splits = data.split_ids(n, config.data.val_fraction, config.data.test_fraction, config.seed)
     shard_index, shard_count = parallel.process_shard()
-    steps = data.steps_per_epoch(len(splits["train"]), config.train.batch_size, shard_count)
+    steps = data.steps_per_epoch(len(splits["train"]), config.train.batch_size // shard_count,
+                                 shard_count)
     if steps < 1:
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training split "
@@ -396,7 +400,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
         try:
             shard_index, shard_count = parallel.process_shard()
             iterator = data.batch_iterator(
-                run.splits["train"], config.train.batch_size, seed=config.seed,
+                # Each process reads its share of the global batch.
+                run.splits["train"], config.train.batch_size // shard_count, seed=config.seed,
                 num_epochs=config.train.epochs, shard_index=shard_index, shard_count=shard_count,
                 loader=run.image_set.loader if run.cache == "stream" else None,
                 workers=config.data.workers if run.cache == "stream" else 0)
@@ -543,3 +548,27 @@ def _final_summary(run: Run, state_repl: Any, eval_fn: Any, metrics_path: str, p
     if test is not None:
         summary["test"] = test
     return summary
+
+
+def restore_params(workdir: str, step: int | None = None) -> tuple[Config, nnx.Module, int]:
+    """A trained model from a run directory: its config, the model, and the step restored.
+
+    Takes checkpoint `step`, else the best by the validation metric, else the latest.
+    """
+    from anomaly_jax.config import from_dict
+    config = from_dict(ckpt_lib.read_saved_config(workdir))
+    tx = make_optimizer(config.train)
+    graphdef, template = init_state(config, RunKeys.from_seed(config.seed), tx)
+    detect = config.model.name == "white_box_net"
+    manager = ckpt_lib.RunCheckpoints(
+        os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+        best_metric="val_accuracy" if detect else "val_distance",
+        best_mode="max" if detect else "min")
+    try:
+        chosen = step if step is not None else manager.best_step()
+        restored = manager.restore(template, None, step=chosen)
+    finally:
+        manager.close()
+    if restored is None:
+        raise ckpt_lib.CheckpointError(f"no checkpoint in {workdir}/checkpoints")
+    return config, nnx.merge(graphdef, restored.state["params"]), restored.step

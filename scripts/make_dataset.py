@@ -1,0 +1,97 @@
+"""Exports an altered dataset in the seed's format: images/NNNNN.jpg + labels.csv.
+
+    python -m scripts.make_dataset --out DIR [--config NAME] [--set KEY=VALUE]... [--quality 75]
+
+Loads the config's clean source (data.*), alters every image once with corruption.* using the
+per-example key the trainer uses (train.example_keys), and writes JPEGs (quality 75 = Pillow's default, what
+the seed saved with) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
+img_path (relative), plus an `altered` column when some images were left clean. The last line
+of stdout is {"out", "n", "csv"}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# Heavy imports (jax, the library) happen inside the functions: grain's worker processes
+# re-import this module when the folder/CSV decoders start, and need none of them.
+
+CHUNK_BYTES = 256 << 20  # images altered per device call: bounds memory at any size
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.make_dataset",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--config", default="cnn_lowlr", help="named config (default cnn_lowlr)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. data.num_images=20 (repeatable)")
+    p.add_argument("--quality", type=int, default=75, help="JPEG quality (default 75)")
+    return p.parse_args(argv)
+
+
+def build_config(name: str, overrides: list[str]):
+    from anomaly_jax.config import apply_overrides
+
+    from experiments.configs import get_config
+    return apply_overrides(get_config(name), overrides)
+
+
+def alter_all(config, images):
+    """(uint8[N, H, W, 3] altered, labels {center, half_size, ratio, altered} as numpy)."""
+
+    import jax
+    import numpy as np
+
+    from anomaly_jax import corruptions
+    from anomaly_jax.train import RunKeys, example_keys
+
+    c = config.corruption
+    n, height, width = images.shape[:3]
+    chunk = max(1, min(n, CHUNK_BYTES // (height * width * 3)))
+
+    # The trainer's own per-example keys: the export holds the alterations a run trains on.
+    corrupt_key = RunKeys.from_seed(config.seed).corrupt
+
+    @jax.jit
+    def alter(batch, ids):
+        keys = example_keys(corrupt_key, ids, None)
+        out, labels = corruptions.alter_batch(c.kind, batch, keys, p_altered=c.p_altered,
+                                              overflow=c.overflow, box_size=c.box_size)
+        return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
+
+    outs, labels = [], []
+    for start in range(0, n, chunk):
+        ids = np.arange(start, start + chunk, dtype=np.int32)
+        valid = min(chunk, n - start)
+        # The last chunk is padded to the same shape: one compilation for the whole export.
+        batch = images[np.minimum(ids, n - 1)]
+        out, lab = jax.device_get(alter(batch, ids))
+        outs.append(out[:valid])
+        labels.append({k: v[:valid] for k, v in lab.items()})
+    return (np.concatenate(outs),
+            {k: np.concatenate([lab[k] for lab in labels]) for k in labels[0]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from anomaly_jax.config import ConfigError
+    from anomaly_jax.data import DataError, load_image_set, write_seed_format
+
+    try:
+        config = build_config(args.config, args.set)
+        image_set = load_image_set(config.data, config.seed)
+        print(f"altering {len(image_set.names)} {config.data.source} images "
+              f"({config.corruption.kind}) at {config.data.image_size}px", file=sys.stderr)
+        images, labels = alter_all(config, image_set.images)
+        csv_path = write_seed_format(args.out, images, labels, quality=args.quality)
+    except (ConfigError, DataError) as e:
+        print(f"make_dataset: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": args.out, "n": int(images.shape[0]), "csv": csv_path}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
