@@ -1,0 +1,165 @@
+"""Tests of anomaly_jax.models: parameter counts (PyTorch formulas), shapes, fast == plain
+(outputs and gradients), bf16, dropout, and functional use under jit / pmap."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from anomaly_jax import models as M
+
+
+def torch_seed_params(size: int, fusion: str | None) -> int:
+    """Parameter count of the PyTorch seed CNN (torch_seed_cnn.py) plus the fusion layers."""
+    ch = (3, 4, 8, 16, 32, 64)
+    convs = sum(ch[i] * ch[i + 1] * 9 + ch[i + 1] for i in range(5))
+    flat = 64 * (size // 16) ** 2
+    early = 2 if fusion in ("early", "linear") else 0
+    late = 2 if fusion == "late" else 0
+    linear = 6 if fusion == "linear" else 0
+    return convs + (flat + early) * 100 + 100 + (100 + late) * 2 + 2 + linear
+
+
+def torch_white_box_params(size: int) -> int:
+    side = ((size - 4) // 2 - 4) // 2
+    return (3 * 8 * 25 + 8) + (8 * 8 * 25 + 8) + 8 * side * side * 2 + 2
+
+
+def abstract(name: str, size: int, **kw):
+    return nnx.eval_shape(lambda: M.make_model(name, size, rngs=nnx.Rngs(0), **kw))
+
+
+@pytest.mark.parametrize("name", M.MODEL_NAMES)
+def test_param_counts_match_torch(name):
+    if name == "white_box_net":
+        assert M.num_params(abstract(name, 64)) == torch_white_box_params(64) == 4922
+    else:
+        want = torch_seed_params(800, M._FUSION_OF[name])
+        assert M.num_params(abstract(name, 800)) == want
+    assert torch_seed_params(800, None) == 16_025_014
+
+
+def test_seed_cnn_800_output_shape_abstract():
+    model = abstract("seed_cnn", 800)
+    out = nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 800, 800, 3), jnp.float32))
+    assert out.shape == (2, 2) and out.dtype == jnp.float32
+
+
+def test_names_and_errors():
+    assert [M.uses_features(n) for n in M.MODEL_NAMES] == [False, True, True, True, False]
+    with pytest.raises(ValueError, match="seed_cnn"):
+        M.make_model("resnet", 64, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        M.make_model("seed_cnn", 50, rngs=nnx.Rngs(0))
+
+
+def test_init_is_torch_uniform():
+    model = M.make_model("white_box_net", 64, rngs=nnx.Rngs(0))
+    k = np.asarray(model.fc.kernel[...])
+    bound = 1 / math.sqrt(8 * 13 * 13)
+    assert np.abs(k).max() <= bound and np.abs(k).max() > 0.95 * bound
+    assert abs(k.std() - bound / math.sqrt(3)) < 0.02 * bound  # std of U(-a, a) is a/sqrt(3)
+
+
+def call(model, x, f=None, key=None):
+    """The model's forward, jitted (eager op-by-op dispatch is slow on a loaded CPU)."""
+    return nnx.jit(lambda m, x, f, k: m(x, f, dropout_key=k))(model, x, f, key)
+
+
+def inputs(b, size, seed=0):
+    kx, kf = jax.random.split(jax.random.key(seed))
+    x = jax.random.uniform(kx, (b, size, size, 3))
+    f = jnp.stack([jax.random.uniform(kf, (b,)) * 100 + 30, jnp.full((b,), 1.1)], axis=1)
+    return x, f
+
+
+@pytest.mark.parametrize("name", M.MODEL_NAMES)
+def test_shapes_and_all_params(name):
+    model = M.make_model(name, 64, rngs=nnx.Rngs(0))
+    x, f = inputs(3, 64)
+    out = call(model, x, f)
+    assert out.shape == (3, 2) and out.dtype == jnp.float32
+    _, state = nnx.split(model)
+    variables = jax.tree_util.tree_leaves(state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    assert variables and all(isinstance(v, nnx.Param) for v in variables)
+
+
+@pytest.mark.parametrize("name,size", [("seed_cnn", 64), ("fusion_late", 48),
+                                       ("white_box_net", 64), ("white_box_net", 48)])
+def test_fast_equals_plain_outputs_and_gradients(name, size):
+    fast = M.make_model(name, size, impl="fast", rngs=nnx.Rngs(1))
+    plain = M.make_model(name, size, impl="plain", rngs=nnx.Rngs(1))
+    gf, params = nnx.split(fast)
+    gp, params_p = nnx.split(plain)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(params_p)
+    x, f = inputs(6, size)
+    key = jax.random.key(3)
+
+    def loss(g, p):
+        return jnp.sum(nnx.merge(g, p)(x, f, dropout_key=key) ** 2)
+
+    lf, dfast = jax.jit(jax.value_and_grad(lambda p: loss(gf, p)))(params)
+    lp, dplain = jax.jit(jax.value_and_grad(lambda p: loss(gp, p)))(params)
+    np.testing.assert_allclose(nnx.merge(gf, params)(x, f), nnx.merge(gp, params)(x, f),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lf, lp, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(dfast), jax.tree_util.tree_leaves(dplain)):
+        scale = float(jnp.abs(b).max()) + 1e-12
+        np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["fusion_early", "white_box_net"])
+def test_bfloat16_compute_float32_params(name):
+    m32 = M.make_model(name, 64, rngs=nnx.Rngs(0))
+    m16 = M.make_model(name, 64, dtype="bfloat16", rngs=nnx.Rngs(0))
+    _, state = nnx.split(m16)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(state))
+    x, f = inputs(4, 64)
+    o32, o16 = call(m32, x, f), call(m16, x, f)
+    assert o16.dtype == jnp.float32
+    scale = float(jnp.abs(o32).max())
+    np.testing.assert_allclose(o16, o32, atol=0.05 * scale + 0.05)
+
+
+def test_dropout():
+    model = M.make_model("white_box_net", 64, rngs=nnx.Rngs(0))
+    x, _ = inputs(8, 64)
+    np.testing.assert_array_equal(call(model, x), call(model, x))
+    k = jax.random.key(7)
+    np.testing.assert_array_equal(call(model, x, key=k), call(model, x, key=k))
+    assert not np.allclose(call(model, x, key=k), call(model, x, key=jax.random.key(8)))
+    h = jnp.abs(jax.random.normal(jax.random.key(0), (200, 1352))) + 0.1
+    d = M._dropout(h, k, 0.5)
+    dropped = float(jnp.mean(d == 0))
+    assert 0.48 < dropped < 0.52
+    np.testing.assert_allclose(jnp.where(d != 0, d, 2 * h), 2 * h, rtol=1e-6)
+    # The logits are the dense layer applied to exactly that masked, scaled feature vector.
+    feats = M._white_box_trunk_fast(x, *(v[...] for v in (model.conv1.kernel, model.conv1.bias,
+                                                           model.conv2.kernel, model.conv2.bias)))
+    want = M._dropout(feats, k, 0.5) @ model.fc.kernel[...] + model.fc.bias[...]
+    np.testing.assert_allclose(call(model, x, key=k), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fusion_linear", "white_box_net"])
+def test_merge_inside_pmap(name):
+    assert jax.local_device_count() >= 2
+    model = M.make_model(name, 64, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    x, f = inputs(4, 64)
+    keys = jax.random.split(jax.random.key(0), 2)
+
+    def step(p, x, f, k):
+        def loss(p):
+            return jnp.mean(nnx.merge(graphdef, p)(x, f, dropout_key=k) ** 2)
+        l, g = jax.value_and_grad(loss)(p)
+        return jax.lax.pmean(l, "d"), jax.lax.pmean(g, "d")
+
+    rep = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    l, g = jax.pmap(step, axis_name="d")(rep, x.reshape(2, 2, 64, 64, 3), f.reshape(2, 2, 2), keys)
+    out0 = nnx.merge(graphdef, params)(x[:2], f[:2], dropout_key=keys[0])
+    out1 = nnx.merge(graphdef, params)(x[2:], f[2:], dropout_key=keys[1])
+    want = (jnp.mean(out0 ** 2) + jnp.mean(out1 ** 2)) / 2
+    np.testing.assert_allclose(l[0], want, rtol=1e-5)
+    assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(rep)
