@@ -139,7 +139,7 @@ def test_lock_refuses_second_run_and_dies_with_its_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
         "from anomaly_jax.checkpoint import WorkdirLock\n"
-        "WorkdirLock(%r).__enter__(); print('held', flush=True); time.sleep(60)")
+        "lock = WorkdirLock(%r).__enter__(); print('held', flush=True); time.sleep(60)")
         % (str(REPO), str(workdir))], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(checkpoint.WorkdirBusy, match=f"pid {holder.pid}"):
