@@ -263,7 +263,8 @@ def setup(config: Config) -> tuple[Run, TrainState]:
     parallel.check_batch_size(config.train.batch_size, len(devices))
     task = make_task(config)
     keys = RunKeys.from_seed(config.seed)
-    image_set = data.load_image_set(config.data, config.seed)
+    cache = choose_cache(config, len(devices))
+    image_set = data.load_image_set(config.data, config.seed, decode=cache != "stream")
     n = len(image_set.names)
     splits = data.split_ids(n, config.data.val_fraction, config.data.test_fraction, config.seed)
     shard_index, shard_count = parallel.process_shard()
@@ -273,20 +274,30 @@ def setup(config: Config) -> tuple[Run, TrainState]:
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training split "
             f"({len(splits['train'])} images); lower it or raise data.num_images")
-    cache = "host"
-    if image_set.images is not None:
-        cache = data.resolve_cache(config.data.cache, image_set.images.nbytes * len(devices),
-                                   device_bytes_free=_device_bytes_free(devices[0]),
-                                   host_bytes_free=_host_bytes_free())
-        cache = "host" if cache == "stream" else cache  # already decoded: keep it in memory
-    else:
-        cache = "stream"
     tables = parallel.replicate(_tables(task, image_set, cache), devices)
     tx = make_optimizer(config.train)
     graphdef, state = init_state(config, keys, tx)
     run = Run(config, devices, task, graphdef, tx, image_set, splits, tables,
               parallel.replicate(keys, devices), cache, steps)
     return run, state
+
+
+def choose_cache(config: Config, num_devices: int) -> str:
+    """Where the decoded dataset lives: "device", "host" or "stream" (data.cache, or automatic
+    from its size: every device holds a full copy, so device bytes scale with the count)."""
+    d = config.data
+    if d.source in data.SYNTHETIC_SOURCES:
+        n = d.num_images
+    elif d.source == "folder":
+        n = len(data.list_image_files(d.dir))
+    else:
+        n = len(data.read_csv_rows(d.csv))
+    n_bytes = n * d.image_size * d.image_size * 3
+    cache = data.resolve_cache(d.cache, n_bytes * num_devices,
+                               device_bytes_free=_device_bytes_free(jax.local_devices()[0]),
+                               host_bytes_free=_host_bytes_free())
+    # Synthetic images are generated, not read: there is nothing to stream from.
+    return "host" if cache == "stream" and d.source in data.SYNTHETIC_SOURCES else cache
 
 
 def _device_bytes_free(device) -> int | None:

@@ -105,3 +105,22 @@ def test_cli_list_shows_all_eight(capsys):
     assert run_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in CONFIGS) and len(CONFIGS) == 8
+
+
+def test_streaming_trains_exactly_like_the_cached_dataset(tmp_path):
+    """data.cache=stream (decode per batch through grain) == host == device caches."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (80, 72, 3), np.uint8)).save(photos / f"{i}.png")
+    results = {}
+    for cache in ("stream", "host", "device"):
+        results[cache] = _losses(tmp_path / cache, "data.source=folder", f"data.dir={photos}",
+                                 f"data.cache={cache}", "data.workers=0")
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("train_images_per_s", "wall_s")}
+                        for r in rs]
+    assert strip(results["stream"]) == strip(results["host"]) == strip(results["device"])
+    summary = json.load(open(tmp_path / "stream" / "summary.json"))
+    assert summary["cache"] == "stream" and summary["num_images"] == 20
