@@ -119,7 +119,11 @@ class RunCheckpoints:
         ])
         self.manager = ocp.CheckpointManager(
             self.directory,
+            # best_fn makes Orbax write each checkpoint's metrics, so the best one is known
+            # after a restart too; what is kept is decided by `preservation` alone.
             options=ocp.CheckpointManagerOptions(preservation_policy=preservation,
+                                                 best_fn=lambda m: m[best_metric],
+                                                 best_mode=best_mode,
                                                  enable_async_checkpointing=True),
             item_names=("state", "data_state", "meta"))
 

@@ -169,3 +169,22 @@ def test_resume_refuses_meaningful_changes_but_allows_more_epochs(tmp_path):
                                  progress=False)
     summary = train.train_and_evaluate(config("train.epochs=2"), str(workdir), progress=False)
     assert [r["epoch"] for r in records(workdir)] == [1, 2] and summary["steps"] == 16
+
+
+def test_keeps_latest_plus_best_and_finds_the_best_after_reopening(tmp_path):
+    state = {"w": np.arange(4, dtype=np.float32)}
+    directory = str(tmp_path / "ckpts")
+    manager = checkpoint.RunCheckpoints(directory, keep=2, best_metric="val_distance",
+                                        best_mode="min")
+    for step, distance in zip((1, 2, 3, 4), (0.5, 0.2, 0.4, 0.6)):
+        manager.save(step, {"w": state["w"] + step}, data_state={"next": step},
+                     epoch_sums=None, epoch_time=0.0, epoch_done=step, config=config(),
+                     record={"val_distance": distance})
+    manager.close()
+    reopened = checkpoint.RunCheckpoints(directory, keep=2, best_metric="val_distance",
+                                         best_mode="min")
+    assert reopened.steps() == [2, 3, 4] and reopened.best_step() == 2
+    restored = reopened.restore(state, None, step=reopened.best_step())
+    np.testing.assert_array_equal(restored.state["w"], state["w"] + 2)
+    assert restored.data_state == {"next": 2}
+    reopened.close()

@@ -45,7 +45,7 @@ def test_every_config_runs_end_to_end(name, tmp_path):
 
 
 def _losses(tmp_path, *sets):
-    config = small_config("cnn_lowlr", "train.epochs=2", "train.batch_size=4", *sets)
+    config = small_config("cnn_lowlr", "train.batch_size=4", *sets)
     train.train_and_evaluate(config, str(tmp_path), progress=False)
     return [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
 
