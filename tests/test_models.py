@@ -1,5 +1,6 @@
 """Tests of anomaly_jax.models: parameter counts (PyTorch formulas), shapes, fast == plain
 (outputs and gradients), bf16, dropout, and functional use under jit / pmap."""
+import functools
 import math
 
 import jax
@@ -86,28 +87,90 @@ def test_shapes_and_all_params(name):
     assert variables and all(isinstance(v, nnx.Param) for v in variables)
 
 
-@pytest.mark.parametrize("name,size", [("seed_cnn", 64), ("fusion_late", 48),
-                                       ("white_box_net", 64), ("white_box_net", 48)])
-def test_fast_equals_plain_outputs_and_gradients(name, size):
+@functools.lru_cache(maxsize=None)
+def parity_fns(name, size):
+    """Both impls of `name` with the same parameters, and their jitted loss-and-gradient
+    functions of (params, x, f, key); cached so several inputs share one compilation."""
     fast = M.make_model(name, size, impl="fast", rngs=nnx.Rngs(1))
     plain = M.make_model(name, size, impl="plain", rngs=nnx.Rngs(1))
     gf, params = nnx.split(fast)
     gp, params_p = nnx.split(plain)
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(params_p)
-    x, f = inputs(6, size)
-    key = jax.random.key(3)
 
-    def loss(g, p):
+    def loss(g, p, x, f, key):
         return jnp.sum(nnx.merge(g, p)(x, f, dropout_key=key) ** 2)
 
-    lf, dfast = jax.jit(jax.value_and_grad(lambda p: loss(gf, p)))(params)
-    lp, dplain = jax.jit(jax.value_and_grad(lambda p: loss(gp, p)))(params)
-    np.testing.assert_allclose(nnx.merge(gf, params)(x, f), nnx.merge(gp, params)(x, f),
-                               rtol=1e-5, atol=1e-6)
+    def grad_fn(g):
+        return jax.jit(jax.value_and_grad(functools.partial(loss, g)))
+
+    def out_fn(g):
+        return jax.jit(lambda p, x, f: nnx.merge(g, p)(x, f))
+
+    return params, (grad_fn(gf), out_fn(gf)), (grad_fn(gp), out_fn(gp))
+
+
+def assert_fast_equals_plain(name, size, x, f):
+    params, (grad_f, out_f), (grad_p, out_p) = parity_fns(name, size)
+    key = jax.random.key(3)
+    lf, dfast = grad_f(params, x, f, key)
+    lp, dplain = grad_p(params, x, f, key)
+    np.testing.assert_allclose(out_f(params, x, f), out_p(params, x, f), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lf, lp, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(dfast), jax.tree_util.tree_leaves(dplain)):
         scale = float(jnp.abs(b).max()) + 1e-12
         np.testing.assert_allclose(a / scale, b / scale, atol=2e-5)
+
+
+# white_box_net at 41: odd sides before both pools (cropped rows get zero gradient); batch 6
+# is not a multiple of WHITE_BOX_CHUNK, so the padded weight-gradient chunk is covered too.
+@pytest.mark.parametrize("name,size", [("seed_cnn", 64), ("fusion_late", 48),
+                                       ("white_box_net", 64), ("white_box_net", 41)])
+def test_fast_equals_plain_outputs_and_gradients(name, size):
+    x, f = inputs(6, size)
+    assert_fast_equals_plain(name, size, x, f)
+
+
+def tied_images(b, size, seed=0):
+    """Images of flat 8x8 blocks in 3 grey levels: conv outputs inside a block are equal, so
+    most pooling windows hold several equal maxima. float32[b, size, size, 3]."""
+    levels = jax.random.randint(jax.random.key(seed), (b, size // 8, size // 8, 1), 0, 3) / 2
+    levels = jnp.broadcast_to(levels, (b, size // 8, size // 8, 3))
+    return jnp.repeat(jnp.repeat(levels, 8, 1), 8, 2)
+
+
+def test_white_box_fast_ties_go_to_first_maximum_like_plain():
+    x = tied_images(6, 64)
+    model = M.make_model("white_box_net", 64, impl="plain", rngs=nnx.Rngs(1))
+    z = M._conv_plain(x, model.conv1.kernel[...], model.conv1.bias[...], "VALID")
+    windows = np.asarray(M._pool_windows(z))
+    n_max = (windows == windows.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4))
+    assert (n_max > 1).mean() > 0.5  # the case the reshape-max gradient would split
+    assert_fast_equals_plain("white_box_net", 64, x, None)
+
+
+def test_leaky_max_pool_fast_gradient_is_select_and_scatter():
+    z = jnp.round(jax.random.normal(jax.random.key(0), (2, 7, 9, 3)) * 2) / 2  # many ties
+    g = jax.random.normal(jax.random.key(1), (2, 3, 4, 3))
+
+    def plain(z):
+        return M._max_pool_plain(jax.nn.leaky_relu(z, M.LEAKY_SLOPE))
+
+    out_f, vjp_f = jax.vjp(M._leaky_max_pool_fast, z)
+    out_p, vjp_p = jax.vjp(plain, z)
+    np.testing.assert_array_equal(out_f, out_p)
+    np.testing.assert_allclose(vjp_f(g)[0], vjp_p(g)[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch", [7, 203])  # padded last chunk; more chunks than the cap
+def test_conv_valid_fast_gradients_equal_xla(batch):
+    x = jax.random.normal(jax.random.key(0), (batch, 9, 8, 2))
+    w = jax.random.normal(jax.random.key(1), (5, 5, 2, 3))
+    dy = jax.random.normal(jax.random.key(2), (batch, 5, 4, 3))
+    out_f, vjp_f = jax.vjp(M._conv_valid_fast, x, w)
+    out_p, vjp_p = jax.vjp(M._conv_valid_nhwc, x, w)
+    np.testing.assert_allclose(out_f, out_p, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.jit(vjp_f)(dy), vjp_p(dy)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
 @pytest.mark.parametrize("name", ["fusion_early", "white_box_net"])
