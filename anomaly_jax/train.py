@@ -189,7 +189,8 @@ def train_steps(state: TrainState, batches: Mapping[str, jax.Array],
         new_state, sums = train_step(carry, batch, tables, keys, **static)
         return new_state, sums
 
-    state, sums = lax.scan(body, state, batches)
+    # Unrolled: a rolled loop (a while loop in XLA) measured 2.7x slower per step on XLA:CPU.
+    state, sums = lax.scan(body, state, batches, unroll=True)
     return state, jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
 
 
@@ -523,10 +524,13 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 elapsed = epoch_time + time.perf_counter() - t_epoch
                 record = None
                 if end_of_epoch:
+                    t_val = time.perf_counter()
                     val = evaluate(run, state_repl["params"], eval_fn, "val")
                     record = _summarise_epoch(epoch + 1, step, host_sums, val,
                                               run.steps_per_epoch * images_per_step / elapsed,
                                               time.perf_counter() - t_start, run.task.detect)
+                    # Where the epoch's time went (the checkpoint write is the rest of wall_s).
+                    record.update(train_s=elapsed, val_s=time.perf_counter() - t_val)
                     if writer:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps(record) + "\n")

@@ -280,12 +280,11 @@ def measure_corrupt(config: Config, batch: int, steps: int, donate: bool) -> flo
 
 
 def measure_landscapes(size: int, n: int, steps: int) -> float | None:
-    try:
-        from anomaly_jax.synthetic import landscapes
-    except ImportError as e:
-        log(f"  landscapes: skipped (anomaly_jax.synthetic.landscapes not available: {e})")
-        return None
-    fn = jax.jit(landscapes, static_argnums=(1, 2, 3))
+    from anomaly_jax.synthetic import landscapes
+
+    # Called as is: it is a chain of separately jitted stages, and wrapping it in one more
+    # jax.jit lets XLA:CPU fuse them into a much slower program (recomputation per pixel).
+    fn = landscapes
     base = jax.random.key(1)
 
     def step(i):
@@ -594,11 +593,16 @@ def stage_epoch(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         summary = train.train_and_evaluate(config, workdir, progress=False)
         records = train.read_metrics(os.path.join(workdir, "metrics.jsonl"))
     last, before = records[-1], records[-2]
-    seconds = last["wall_s"] - before["wall_s"]  # this epoch's train + val + previous save
+    # The issue's epoch is train + validation; the wall-clock delta also holds the previous
+    # epoch's checkpoint write, which the peer never does. Both are reported.
+    seconds = last["train_s"] + last["val_s"]
+    wall_seconds = last["wall_s"] - before["wall_s"]
     train_images = (last["step"] - before["step"]) * config.train.batch_size
     fig: dict[str, Any] = {
         "seconds": round(seconds, 3),
-        "train_seconds": round(train_images / last["train_images_per_s"], 3),
+        "wall_seconds": round(wall_seconds, 3),
+        "train_seconds": round(last["train_s"], 3),
+        "val_seconds": round(last["val_s"], 3),
         "images_per_s": round(train_images / seconds, 2),
         "train_images_per_epoch": train_images,
         "compile_s": round(summary.get("compile_s", float("nan")), 2),
@@ -626,11 +630,15 @@ def stage_epoch(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         peer_torch_total_s=peer_total,
         # A speed-up: the peer's time over ours; the issue-4 target is >= 1.2.
         ratio_vs_torch=round(peer / seconds, 3) if peer else None,
+        wall_ratio_vs_torch=round(peer / wall_seconds, 3) if peer else None,
         last_epoch_ratio_vs_torch=round(peer_last / seconds, 3) if peer_last else None,
         run_ratio_vs_torch=round(peer_total / summary["wall_s"], 3) if peer_total else None,
     )
-    fig[ROWS] = [row(f"epoch {config.name} (epoch {len(records)})", fig,
+    fig[ROWS] = [row(f"epoch {config.name} (epoch {len(records)}): train + val", fig,
                      peer_seconds=peer, ratio=fig["ratio_vs_torch"]),
+                 row(f"epoch {config.name} (epoch {len(records)}): wall, with checkpoint",
+                     {"seconds": fig["wall_seconds"]}, peer_seconds=peer,
+                     ratio=fig["wall_ratio_vs_torch"]),
                  row(f"whole run, {len(records)} epochs, set-up and compile included",
                      {"seconds": fig["run_wall_s"]}, peer_seconds=peer_total,
                      ratio=fig["run_ratio_vs_torch"])]
