@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -117,6 +118,7 @@ class RunCheckpoints:
             policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
                            n=1, keep_checkpoints_without_metrics=False),
         ])
+        self.quarantined = _quarantine_unreadable(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             # best_fn makes Orbax write each checkpoint's metrics, so the best one is known
@@ -161,6 +163,10 @@ class RunCheckpoints:
         meaning is refused (ConfigError listing the fields).
         """
         steps = [step] if step is not None else sorted(self.steps(), reverse=True)
+        if not steps and self.quarantined:
+            raise CheckpointError(
+                f"no usable checkpoint in {self.directory} (unreadable: "
+                f"{', '.join(self.quarantined)}); rerun with --fresh to start over")
         if not steps:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
@@ -198,15 +204,54 @@ class RunCheckpoints:
             f"{', '.join(map(str, failures))}); rerun with --fresh to start over")
 
     def delete_all(self) -> None:
+        """Deletes every checkpoint, the unreadable ones set aside included (--fresh)."""
         self.manager.wait_until_finished()
         for s in self.steps():
             self.manager.delete(s)
+        for name in self.quarantined:
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        self.quarantined = []
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _quarantine_unreadable(directory: str) -> list[str]:
+    """Sets aside step folders whose JSON metadata cannot be read, renamed `<step>.unreadable`.
+
+    Orbax reads every checkpoint's metadata when it opens a directory and fails outright on
+    a broken one; setting it aside (not deleting it) lets the previous checkpoints be used.
+    Returns the new names; reports each in one line.
+    """
+    if not os.path.isdir(directory):
+        return []
+    moved = []
+    for name in sorted(os.listdir(directory)):
+        step_dir = os.path.join(directory, name)
+        if not (name.isdigit() and os.path.isdir(step_dir)):
+            continue
+        reason = None
+        # The JSON files Orbax (metadata, metrics) and `restore` (our meta item) read first.
+        json_files = [os.path.join(step_dir, "_CHECKPOINT_METADATA")] + [
+            os.path.join(step_dir, item, name) for item, name in (("metrics", "metrics"),
+                                                                  ("meta", "metadata"))
+            if os.path.isdir(os.path.join(step_dir, item))]
+        for path in json_files:
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError) as e:
+                reason = f"{os.path.relpath(path, directory)}: {type(e).__name__}"
+                break
+        if reason:
+            os.rename(step_dir, step_dir + ".unreadable")
+            moved.append(name + ".unreadable")
+            print(f"checkpoint {step_dir} is unreadable ({reason}); set aside as "
+                  f"{name}.unreadable, trying the previous one", file=sys.stderr)
+    return moved
 
 
 def _reason(e: Exception) -> str:

@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # 40 images at 64x64: 32 train / 8 val, batch 4 -> 8 steps per epoch.
 SETS = ["data.image_size=64", "data.num_images=40", "train.batch_size=4", "train.epochs=3",
         "checkpoint.every_steps=3", "train.log_every=1"]
-TIMING_KEYS = ("train_images_per_s", "wall_s")
+TIMING_KEYS = ("train_images_per_s", "wall_s", "train_s", "val_s")
 
 
 def config(*extra):
