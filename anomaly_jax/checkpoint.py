@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
-import logging
 import os
 import shutil
 import sys
@@ -28,8 +27,6 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from anomaly_jax.config import Config, ConfigError, field_paths, to_dict
-
-log = logging.getLogger(__name__)
 
 # Fields a resumed run may change without changing what the run means.
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every", "train.num_devices",

@@ -10,9 +10,7 @@ which is what JAX's pmap (built on shard_map since JAX 0.8) consumes without cop
 """
 from __future__ import annotations
 
-import collections
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -76,18 +74,6 @@ def unreplicate(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-def shard(tree: Any, devices: Sequence[jax.Device]) -> Any:
-    """Splits each leaf's leading (batch) axis over devices: [B, ...] -> [D, B/D, ...]."""
-    sharding = _sharding(devices)
-    d = len(devices)
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.device_put(x.reshape((d, x.shape[0] // d) + x.shape[1:]), sharding)
-
-    return jax.tree.map(put, tree)
-
-
 def shard_steps(tree: Any, devices: Sequence[jax.Device]) -> Any:
     """K stacked global batches -> per-device K-step batches: [K, B, ...] -> [D, K, B/D, ...]."""
     sharding = _sharding(devices)
@@ -105,19 +91,3 @@ def shard_steps(tree: Any, devices: Sequence[jax.Device]) -> Any:
 def pmap(fn: Callable, devices: Sequence[jax.Device], *, donate_argnums=()) -> Callable:
     """jax.pmap over `devices` on the axis `AXIS`."""
     return jax.pmap(fn, axis_name=AXIS, devices=list(devices), donate_argnums=donate_argnums)
-
-
-def prefetch(iterator: Iterable, devices: Sequence[jax.Device], size: int = 2,
-             put: Callable[[Any, Sequence[jax.Device]], Any] = shard) -> Iterator:
-    """Moves the next `size` items to the devices ahead of use, so transfers overlap steps."""
-    queue: collections.deque = collections.deque()
-    iterator = iter(iterator)
-
-    def enqueue(n: int) -> None:
-        for item in itertools.islice(iterator, n):
-            queue.append(put(item, devices))
-
-    enqueue(size)
-    while queue:
-        yield queue.popleft()
-        enqueue(1)

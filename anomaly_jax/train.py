@@ -17,11 +17,10 @@ import dataclasses
 import functools
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,8 +33,6 @@ from jax import lax
 from anomaly_jax import checkpoint as ckpt_lib
 from anomaly_jax import corruptions, data, metrics, models, parallel
 from anomaly_jax.config import Config, ConfigError, CorruptionConfig, TrainConfig, to_dict
-
-log = logging.getLogger(__name__)
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
 
