@@ -367,7 +367,8 @@ def device_batch(run: Run, ids: np.ndarray, images: np.ndarray | None = None,
     return parallel.shard_steps(batch, run.devices)
 
 
-def _stream_images(run: Run, ids: np.ndarray) -> np.ndarray | None:
+def stream_images(run: Run, ids: np.ndarray) -> np.ndarray | None:
+    """Images of `ids` int[K, B] decoded now when the run streams, else None (cached)."""
     if run.cache != "stream":
         return None
     return np.stack([run.image_set.loader(int(i)) for i in ids.reshape(-1)]).reshape(
@@ -386,7 +387,7 @@ def evaluate(run: Run, params_repl: Any, eval_fn: Any, split: str) -> dict[str, 
         pad = batch_size - len(chunk)
         weight = np.concatenate([np.ones(len(chunk), np.float32), np.zeros(pad, np.float32)])
         chunk = np.concatenate([chunk, np.full(pad, chunk[0], chunk.dtype)])
-        batch = device_batch(run, chunk[None], _stream_images(run, chunk[None]), weight[None])
+        batch = device_batch(run, chunk[None], stream_images(run, chunk[None]), weight[None])
         batch = jax.tree.map(lambda x: x[:, 0], batch)  # eval takes one step: drop K
         sums = parallel.unreplicate(eval_fn(params_repl, batch, run.tables, run.keys))
         totals = metrics.add(totals, sums)

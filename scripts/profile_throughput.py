@@ -406,15 +406,6 @@ def k_list(config: Config, args: argparse.Namespace) -> list[int]:
     return sorted(ks | {1})
 
 
-def _stream_images(run: Any, ids: np.ndarray) -> np.ndarray | None:
-    """Images of `ids` int[K, B] read now, when the run streams (too big to keep decoded)."""
-    if run.cache != "stream":
-        return None
-    size = run.config.data.image_size
-    flat = [run.image_set.loader(int(i)) for i in ids.reshape(-1)]
-    return np.stack(flat).reshape(ids.shape + (size, size, 3))
-
-
 def trace_steps(directory: str, step: Callable[[], Any], n: int = 3) -> list[str]:
     """A jax.profiler trace of `n` calls of `step` (each synchronised, each in a
     StepTraceAnnotation "train"); returns the *.xplane.pb files written under `directory`."""
@@ -459,7 +450,7 @@ def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     def dispatch(host_ids: list[np.ndarray]) -> None:
         sums = None
         for ids in host_ids:  # as the loop does: only ids travel with a device cache
-            batch_dev = train.device_batch(run, ids, _stream_images(run, ids))
+            batch_dev = train.device_batch(run, ids, train.stream_images(run, ids))
             held["state"], sums = stepper(held["state"], batch_dev)
         jax.block_until_ready((held["state"], sums))
 
@@ -528,7 +519,7 @@ def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     def device_batch() -> dict[str, jax.Array]:
         ids = rng.choice(split, (1, batch))
-        b = train.device_batch(run, ids, _stream_images(run, ids), weight)
+        b = train.device_batch(run, ids, train.stream_images(run, ids), weight)
         return jax.tree.map(lambda x: x[:, 0], b)  # eval takes one step: no K axis
 
     t0 = time.perf_counter()
