@@ -13,13 +13,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def read_metrics(path: str) -> list[dict]:
+    """The epoch records of a metrics.jsonl ([] when it does not exist yet)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def read_run(workdir: str) -> dict:
     """{"name", "history": [epoch records], "summary": dict | None} of a run directory."""
-    history = []
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            history = [json.loads(line) for line in f if line.strip()]
+    history = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     summary = None
     if os.path.exists(os.path.join(workdir, "summary.json")):
         with open(os.path.join(workdir, "summary.json")) as f:

@@ -31,7 +31,7 @@ from flax import nnx
 from jax import lax
 
 from anomaly_jax import checkpoint as ckpt_lib
-from anomaly_jax import corruptions, data, metrics, models, parallel
+from anomaly_jax import corruptions, data, metrics, models, parallel, report
 from anomaly_jax.config import Config, ConfigError, CorruptionConfig, TrainConfig, to_dict
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
@@ -504,7 +504,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     state_repl, sums = train_fn(state_repl, batch)
                     t_epoch += train_fn.compile_s - compile_before  # not training time
                 # Summed on the device: no host round trip until the next log or checkpoint.
-                epoch_sums = sums if epoch_sums is None else jax.tree.map(jnp.add, epoch_sums, sums)
+                epoch_sums = metrics.add(epoch_sums, sums)
                 step += k
                 bar.update(k * images_per_step)
                 if step - last_log >= config.train.log_every:
@@ -517,8 +517,9 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                             and step % config.checkpoint.every_steps == 0)
                 if not (end_of_epoch or periodic or step >= total_steps):
                     continue
-                host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
-                _check_finite(host_sums, f"at step {step}")
+                if last_log != step:  # else fetched and checked just above
+                    host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
+                    _check_finite(host_sums, f"at step {step}")
                 elapsed = epoch_time + time.perf_counter() - t_epoch
                 record = None
                 if end_of_epoch:
@@ -580,16 +581,9 @@ def _truncate_metrics(path: str, epochs_done: int) -> None:
         f.writelines(kept)
 
 
-def read_metrics(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _final_summary(run: Run, state_repl: Any, eval_fn: Any, metrics_path: str, params: Any,
                    wall_s: float) -> dict:
-    history = read_metrics(metrics_path)
+    history = report.read_metrics(metrics_path)
     key, mode = validation_target(run.config)
     better = max if mode == "max" else min
     scored = [r for r in history if key in r]

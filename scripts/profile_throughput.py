@@ -573,7 +573,7 @@ def stage_epoch(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Whole epochs (train + validation + the checkpoint) through train_and_evaluate in a temp
     workdir; the last epoch is timed (compilation happens in the first). Peer: the seed's
     pipeline in torch (decodes every JPEG every epoch) on the same folder."""
-    from anomaly_jax import train
+    from anomaly_jax import report, train
 
     config, folder = epoch_config(config, args)
     d = config.data
@@ -582,7 +582,7 @@ def stage_epoch(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         f"load {load_average()}")
     with tempfile.TemporaryDirectory() as workdir:
         summary = train.train_and_evaluate(config, workdir, progress=False)
-        records = train.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+        records = report.read_metrics(os.path.join(workdir, "metrics.jsonl"))
     last, before = records[-1], records[-2]
     # The issue's epoch is train + validation; the wall-clock delta also holds the previous
     # epoch's checkpoint write, which the peer never does. Both are reported.
