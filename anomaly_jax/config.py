@@ -24,6 +24,13 @@ class DataConfig:
     # "auto" keeps a dataset that fits on the device there, else in host memory, else streams.
     cache: Literal["auto", "device", "host", "stream"] = "auto"
     workers: int = -1  # grain decode worker processes; -1 = one per CPU core (at most 8)
+    # Dense localiser only: add the training split of the real photos shipped inside the
+    # scikit-image / scikit-learn wheels (anomaly_jax.package_photos) to the clean images.
+    package_photos: bool = False
+    # Dense localiser only: train on random crops of this side at native scale (0 = off);
+    # validation and inference still see whole images.
+    crop_size: int = 0
+    crops_per_image: int = 1  # crops of each training image per epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,13 +42,17 @@ class CorruptionConfig:
     # "per_step": a fresh alteration every time an image is seen.
     resample: Literal["per_example", "per_step"] = "per_example"
     box_size: int = 16  # white_box side as passed to Pillow (17 pixels drawn for 16)
+    # JPEG round trip on the device after the alteration (anomaly_jax.jpeg); 0 = off.
+    # Seed 1 saved its photos with Pillow's default, 75.
+    jpeg_quality: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: Literal[
-        "seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net"
+        "seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net", "localiser"
     ] = "seed_cnn"
+    width: int = 16  # localiser only: channels of its dilated conv blocks
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; params stay float32
 
 
@@ -56,6 +67,10 @@ class TrainConfig:
     num_devices: int = 0  # local devices to use; 0 = all
     log_every: int = 50  # read metrics back from the device every N steps
     steps_per_dispatch: int = 1  # K train steps fused into one device call (lax.scan)
+    # "constant": the seeds' fixed lr; "cosine": linear warm-up over warmup_steps, then
+    # cosine decay to 5% of lr at the run's last step (optax.warmup_cosine_decay_schedule).
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +161,7 @@ def validate(config: Config) -> None:
     c = config
     if c.data.image_size < 16:
         raise ConfigError(f"data.image_size={c.data.image_size}: expected at least 16")
-    if c.model.name != "white_box_net" and c.data.image_size % 16:
+    if c.model.name not in ("white_box_net", "localiser") and c.data.image_size % 16:
         raise ConfigError(
             f"data.image_size={c.data.image_size}: model {c.model.name} needs a multiple of 16")
     if not 0.0 <= c.data.val_fraction + c.data.test_fraction < 1.0:
@@ -158,6 +173,27 @@ def validate(config: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(c, section), name) < 1:
             raise ConfigError(f"{key}: expected a positive integer")
+    if not 0 <= c.corruption.jpeg_quality <= 100:
+        raise ConfigError(f"corruption.jpeg_quality={c.corruption.jpeg_quality}: expected 0 "
+                          "(off) or a quality in 1..100")
+    dense = c.model.name == "localiser"
+    if (c.data.crop_size or c.data.package_photos) and not dense:
+        raise ConfigError("data.crop_size / data.package_photos: only the dense localiser "
+                          "(model.name='localiser') trains on crops")
+    if dense:
+        if c.corruption.kind != "discolor":
+            raise ConfigError(f"corruption.kind={c.corruption.kind!r}: model localiser "
+                              "finds discolor squares; expected 'discolor'")
+        if c.data.source == "csv":
+            raise ConfigError("data.source='csv': the localiser trains on clean images it "
+                              "alters itself; use landscapes or folder")
+        if not 0 <= c.data.crop_size <= c.data.image_size or 0 < c.data.crop_size < 32:
+            raise ConfigError(f"data.crop_size={c.data.crop_size}: expected 0 or 32.."
+                              f"{c.data.image_size} (data.image_size)")
+        if c.data.crops_per_image < 1:
+            raise ConfigError("data.crops_per_image: expected a positive integer")
+        if c.model.width < 1:
+            raise ConfigError("model.width: expected a positive integer")
     if c.data.source == "folder" and not c.data.dir:
         raise ConfigError("data.dir: required when data.source='folder'")
     if c.data.source == "csv" and not c.data.csv:

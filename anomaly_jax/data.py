@@ -100,6 +100,9 @@ class ImageSet:
     targets: dict[str, np.ndarray] | None
     skipped: list[tuple[str, str]]
     loader: Callable[[int], np.ndarray] | None
+    # int32[N, 2]: the real (height, width) in the top-left of each padded image, when the
+    # images are not all full-size (package photos added as tiles); None = all full-size.
+    valid_hw: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -478,6 +481,51 @@ def load_image_set(config: DataConfig, seed: int, *, decode: bool = True) -> Ima
         return _load_csv(config, decode)
     raise DataError(f"data.source={config.source!r}: expected one of "
                     f"{', '.join(SYNTHETIC_SOURCES + ('folder', 'csv'))}")
+
+
+def photo_tiles(photo: np.ndarray, size: int, min_side: int) -> list[tuple[np.ndarray, tuple]]:
+    """A photo at native scale cut into equal tiles of at most size x size, each zero-padded
+    to uint8[size, size, 3], with its real (height, width); tiles under min_side are dropped."""
+    h, w = photo.shape[:2]
+    rows, cols = -(-h // size), -(-w // size)
+    th, tw = -(-h // rows), -(-w // cols)
+    tiles = []
+    for a in range(0, h, th):
+        for b in range(0, w, tw):
+            tile = photo[a:a + th, b:b + tw]
+            if min(tile.shape[:2]) < min_side:
+                continue
+            padded = np.zeros((size, size, 3), np.uint8)
+            padded[:tile.shape[0], :tile.shape[1]] = tile
+            tiles.append((padded, tile.shape[:2]))
+    return tiles
+
+
+def add_package_photos(image_set: ImageSet, size: int, min_side: int) -> tuple[ImageSet, int]:
+    """`image_set` with the training split of `anomaly_jax.package_photos` appended as native-
+    scale tiles (see `photo_tiles`); returns the new set and how many tiles were added.
+
+    The set must be decoded (images not None). Held-out photos (package_photos.HELD_OUT) are
+    never added: they score detection on photos the model did not train on.
+    """
+    from anomaly_jax import package_photos
+    if image_set.images is None:
+        raise DataError("data.package_photos: needs a decoded dataset (data.cache=device or "
+                        "host), not a streamed one")
+    train_names, _ = package_photos.split(package_photos.available())
+    n, s = len(image_set.names), image_set.images.shape[1]
+    valid = (image_set.valid_hw if image_set.valid_hw is not None
+             else np.full((n, 2), s, np.int32))
+    images, names, hw = [image_set.images], list(image_set.names), [valid]
+    for name in train_names:
+        for k, (tile, tile_hw) in enumerate(photo_tiles(package_photos.load(name), size,
+                                                        min_side)):
+            images.append(tile[None])
+            names.append(f"package_photos:{name}:{k}")
+            hw.append(np.array([tile_hw], np.int32))
+    added = len(names) - n
+    return dataclasses.replace(image_set, images=np.concatenate(images), names=names,
+                               valid_hw=np.concatenate(hw).astype(np.int32)), added
 
 
 # ----------------------------------------------------------------------------- splits, cache

@@ -34,7 +34,10 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-MODEL_NAMES = ("seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net")
+from anomaly_jax.localiser import LocaliserNet
+
+MODEL_NAMES = ("seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net",
+               "localiser")
 IMPLS = ("fast", "plain")
 DTYPES = ("float32", "bfloat16")
 _FUSION_OF = {
@@ -456,9 +459,16 @@ class WhiteBoxNet(nnx.Module):
 
 # --------------------------------------------------------------------------- factory
 def make_model(
-    name: str, image_size: int, *, dtype: str = "float32", impl: Impl = "fast", rngs: nnx.Rngs
+    name: str, image_size: int, *, dtype: str = "float32", impl: Impl = "fast", width: int = 16,
+    rngs: nnx.Rngs
 ) -> nnx.Module:
-    """Builds the model `name` (one of MODEL_NAMES) for square images of side `image_size`."""
+    """Builds the model `name` (one of MODEL_NAMES) for square images of side `image_size`.
+
+    "localiser" is the dense, fully convolutional model of `anomaly_jax.localiser` (any image
+    size; `width` channels); the others are the seeds' models.
+    """
+    if name == "localiser":
+        return LocaliserNet(width=width, dtype=dtype, rngs=rngs)
     if name == "white_box_net":
         return WhiteBoxNet(image_size, dtype=dtype, impl=impl, rngs=rngs)
     if name in _FUSION_OF:
@@ -471,6 +481,11 @@ def uses_features(name: str) -> bool:
     if name not in MODEL_NAMES:
         raise ValueError(f"model.name {name!r} is not one of {', '.join(MODEL_NAMES)}")
     return _FUSION_OF.get(name) is not None
+
+
+def is_dense(name: str) -> bool:
+    """True for the dense localiser (uint8 images in, per-pixel edge logits out)."""
+    return name == "localiser"
 
 
 def num_params(model: nnx.Module) -> int:

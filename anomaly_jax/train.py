@@ -30,8 +30,9 @@ import optax
 from flax import nnx
 from jax import lax
 
+from anomaly_jax import augment
 from anomaly_jax import checkpoint as ckpt_lib
-from anomaly_jax import corruptions, data, metrics, models, parallel, report
+from anomaly_jax import corruptions, data, jpeg, localiser, metrics, models, parallel, report, squares
 from anomaly_jax.config import Config, ConfigError, CorruptionConfig, TrainConfig, to_dict
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
@@ -48,11 +49,17 @@ class Task:
     detect: classification (white box, seed 2) instead of centre regression (seed 1).
     labelled: the images are already altered and the labels come from a seed-format CSV.
     use_features: feed the numeric features (r, ratio) to a fusion model.
+    dense: the dense localiser: trains on augmented crops (`crop`) with per-pixel edge
+      targets, is scored on whole images by the square decoder within the seed's prior.
+    crops_per_image: a training id is `image_id * crops_per_image + copy` (1 unless dense).
     """
     corruption: CorruptionConfig
     detect: bool
     labelled: bool
     use_features: bool
+    dense: bool = False
+    crop: augment.CropParams | None = None
+    crops_per_image: int = 1
 
 
 @jax.tree_util.register_dataclass
@@ -70,19 +77,40 @@ class RunKeys:
 
 
 def make_task(config: Config) -> Task:
+    dense = models.is_dense(config.model.name)
+    crop = None
+    if dense:
+        c = config.corruption
+        crop = augment.CropParams(crop=config.data.crop_size or config.data.image_size,
+                                  p_altered=c.p_altered, overflow=c.overflow,
+                                  jpeg_quality=c.jpeg_quality)
     return Task(corruption=config.corruption,
                 detect=config.model.name == "white_box_net",
                 labelled=config.data.source == "csv",
-                use_features=models.uses_features(config.model.name))
+                use_features=models.uses_features(config.model.name),
+                dense=dense, crop=crop,
+                crops_per_image=config.data.crops_per_image if dense else 1)
 
 
-def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    """The seeds' optimizers: Adam (seed 1); SGD with Nesterov momentum (seed 2)."""
+def make_optimizer(train: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
+    """The seeds' optimizers: Adam (seed 1); SGD with Nesterov momentum (seed 2); with the
+    configured learning-rate schedule over `total_steps` (the run's last step)."""
+    lr: float | optax.Schedule = train.lr
+    if train.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, train.lr, min(train.warmup_steps, max(total_steps - 1, 0)),
+            max(total_steps, 1), end_value=0.05 * train.lr)
     if train.optimizer == "adam":
-        return optax.adam(train.lr)
+        return optax.adam(lr)
     if train.optimizer == "nesterov":
-        return optax.sgd(train.lr, momentum=train.momentum, nesterov=True)
-    return optax.sgd(train.lr, momentum=train.momentum or None)
+        return optax.sgd(lr, momentum=train.momentum, nesterov=True)
+    return optax.sgd(lr, momentum=train.momentum or None)
+
+
+def total_steps(config: Config, steps_per_epoch: int) -> int:
+    """The run's last step: epochs x steps per epoch, capped by train.max_steps."""
+    total = steps_per_epoch * config.train.epochs
+    return min(total, config.train.max_steps) if config.train.max_steps else total
 
 
 # --------------------------------------------------------------------------- the steps
@@ -151,6 +179,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
     """
     step = state["step"]
     resample_step = step if task.corruption.resample == "per_step" else None
+    if task.dense:
+        return _dense_train_step(state, batch, tables, keys, graphdef=graphdef, tx=tx, task=task,
+                                 resample_step=resample_step)
     x, features, labels = prepare_inputs(task, batch, tables, keys.corrupt, resample_step)
     dropout_key = jax.random.fold_in(jax.random.fold_in(keys.dropout, step),
                                      lax.axis_index(parallel.AXIS))
@@ -168,6 +199,63 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
     params = optax.apply_updates(state["params"], updates)
     new_state = {"params": params, "opt_state": opt_state, "step": step + 1}
     return new_state, lax.psum(sums, parallel.AXIS)
+
+
+def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
+                       tables: Mapping[str, jax.Array], corrupt_key: jax.Array,
+                       step: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Crop ids -> augmented, altered, JPEG'd crops and their edge targets (on the device).
+
+    batch: {"id": int32[B] crop ids, optional "image": uint8[B,S,S,3] (host cache)};
+    tables: {"images": uint8[N,S,S,3] (device cache), "valid_hw": int32[N,2]}.
+    Returns (images uint8[B,C,C,3], targets bool[B,C,C,4]); see `augment.crop_example`.
+    """
+    crop_ids = batch["id"]
+    image_ids = crop_ids // task.crops_per_image
+    images = tables["images"][image_ids] if "images" in tables else batch["image"]
+    valid_hw = tables["valid_hw"][image_ids]
+    example = functools.partial(augment.crop_example, p=task.crop)
+    x, targets, _ = jax.vmap(example)(images, valid_hw, example_keys(corrupt_key, crop_ids, step))
+    return x, targets
+
+
+def _dense_train_step(state, batch, tables, keys, *, graphdef, tx, task, resample_step):
+    """`train_step` for the dense localiser: per-pixel edge loss on augmented crops."""
+    x, targets = dense_train_inputs(task, batch, tables, keys.corrupt, resample_step)
+    weight = jnp.ones(x.shape[0], jnp.float32)
+
+    def loss_fn(params):
+        logits = nnx.merge(graphdef, params)(x)
+        loss = jnp.sum(localiser.edge_loss(logits, targets, weight))
+        return loss / x.shape[0], {"loss": loss, "count": jnp.sum(weight)}
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    grads = lax.pmean(grads, parallel.AXIS)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+    return new_state, lax.psum(sums, parallel.AXIS)
+
+
+def dense_eval_sums(task: Task, logits_fn, images: jax.Array, keys: jax.Array,
+                    weight: jax.Array) -> dict[str, jax.Array]:
+    """Whole images, altered as the seed (fixed per example) and JPEG'd, scored by the decoded
+    square: localisation sums (`loss` is the edge loss). images: uint8[B,H,W,3]; keys: key[B]."""
+    c = task.corruption
+    altered, lab = corruptions.alter_batch("discolor", images, keys, p_altered=1.0,
+                                           overflow=c.overflow)
+    if c.jpeg_quality:
+        altered = jpeg.jpeg_roundtrip_batch(altered, c.jpeg_quality)
+    h, w = images.shape[1:3]
+    targets = jax.vmap(lambda ctr, r: localiser.edge_targets(
+        ctr, r, jnp.bool_(True), h, w))(jnp.round(lab["center"] * jnp.array([h, w])).astype(
+            jnp.int32), lab["half_size"])
+    logits = logits_fn(altered)
+    found = localiser.decode(logits, squares.SquarePrior.seed(h, w))
+    pred = found["center"].astype(jnp.float32) / jnp.array([h, w], jnp.float32)
+    sums = metrics.localisation_sums(pred, lab["center"], lab["half_size_norm"], weight)
+    sums["loss"] = jnp.sum(localiser.edge_loss(logits, targets, weight))
+    return sums
 
 
 def train_steps(state: TrainState, batches: Mapping[str, jax.Array],
@@ -198,6 +286,12 @@ def eval_step(params: nnx.State, batch: Mapping[str, jax.Array], tables: Mapping
     Evaluation always uses the fixed per-example alteration, so every epoch (and every
     run with the same seed) is scored on the same altered images.
     """
+    if task.dense:
+        ids = batch["id"]
+        images = tables["images"][ids] if "images" in tables else batch["image"]
+        sums = dense_eval_sums(task, nnx.merge(graphdef, params), images,
+                               example_keys(keys.corrupt, ids, None), batch["weight"])
+        return lax.psum(sums, parallel.AXIS)
     x, features, labels = prepare_inputs(task, batch, tables, keys.corrupt, None)
     outputs = nnx.merge(graphdef, params)(x, features)
     return lax.psum(_batch_sums(task, outputs, labels, batch["weight"]), parallel.AXIS)
@@ -238,6 +332,10 @@ def _tables(task: Task, image_set: data.ImageSet, cache: str) -> dict[str, np.nd
     tables = {}
     if cache == "device":
         tables["images"] = image_set.images
+    if task.dense:
+        n, size = len(image_set.names), image_set.images.shape[1]
+        tables["valid_hw"] = (image_set.valid_hw if image_set.valid_hw is not None
+                              else np.full((n, 2), size, np.int32))
     if task.labelled:
         tables.update({k: image_set.targets[k] for k in
                        ("center", "half_size_norm", "features", "altered")
@@ -249,7 +347,8 @@ def init_state(config: Config, keys: RunKeys, tx: optax.GradientTransformation
                ) -> tuple[nnx.GraphDef, TrainState]:
     """A fresh model and optimizer state (on the host/default device, not replicated)."""
     model = models.make_model(config.model.name, config.data.image_size,
-                              dtype=config.model.dtype, rngs=nnx.Rngs(params=keys.init))
+                              dtype=config.model.dtype, width=config.model.width,
+                              rngs=nnx.Rngs(params=keys.init))
     graphdef, params = nnx.split(model)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     return graphdef, state
@@ -265,6 +364,8 @@ def setup(config: Config) -> tuple[Run, TrainState]:
     image_set = data.load_image_set(config.data, config.seed, decode=cache != "stream")
     n = len(image_set.names)
     splits = data.split_ids(n, config.data.val_fraction, config.data.test_fraction, config.seed)
+    if task.dense:
+        image_set, splits = _dense_training_set(config, task, image_set, splits)
     shard_index, shard_count = parallel.process_shard()
     steps = data.steps_per_epoch(len(splits["train"]), config.train.batch_size // shard_count,
                                  shard_count)
@@ -273,11 +374,35 @@ def setup(config: Config) -> tuple[Run, TrainState]:
             f"train.batch_size={config.train.batch_size} is larger than the training split "
             f"({len(splits['train'])} images); lower it or raise data.num_images")
     tables = parallel.replicate(_tables(task, image_set, cache), devices)
-    tx = make_optimizer(config.train)
+    tx = make_optimizer(config.train, total_steps(config, steps))
     graphdef, state = init_state(config, keys, tx)
     run = Run(config, devices, task, graphdef, tx, image_set, splits, tables,
               parallel.replicate(keys, devices), cache, steps)
     return run, state
+
+
+def _dense_training_set(config: Config, task: Task, image_set: data.ImageSet,
+                        splits: dict[str, np.ndarray]
+                        ) -> tuple[data.ImageSet, dict[str, np.ndarray]]:
+    """The dense localiser's clean pool and splits: package photos (if asked) join the training
+    split only; training ids become crop ids (`crops_per_image` per image and epoch)."""
+    if image_set.images is None:
+        raise ConfigError("model.name='localiser' needs decoded images: set data.cache=device "
+                          "or host")
+    n = len(image_set.names)
+    if config.data.package_photos:
+        image_set, added = data.add_package_photos(image_set, config.data.image_size,
+                                                   task.crop.crop)
+        splits = dict(splits, train=np.concatenate(
+            [splits["train"], np.arange(n, n + added, dtype=np.int32)]))
+    if image_set.valid_hw is not None:
+        small = image_set.valid_hw.min(axis=1) < task.crop.crop
+        if small.any():
+            raise ConfigError(f"data.crop_size={task.crop.crop}: larger than "
+                              f"{image_set.names[int(np.argmax(small))]}")
+    cpi = task.crops_per_image
+    crop_ids = (splits["train"][:, None] * cpi + np.arange(cpi, dtype=np.int32)).reshape(-1)
+    return image_set, dict(splits, train=crop_ids.astype(np.int32))
 
 
 def choose_cache(config: Config, num_devices: int) -> str:
@@ -351,15 +476,18 @@ def compiled_steps(run: Run) -> tuple[TrainStepper, Any]:
 
 
 def device_batch(run: Run, ids: np.ndarray, images: np.ndarray | None = None,
-                 weight: np.ndarray | None = None) -> dict[str, jax.Array]:
+                 weight: np.ndarray | None = None, image_ids_per_id: int = 1
+                 ) -> dict[str, jax.Array]:
     """Host ids int[K, B] (and streamed images uint8[K,B,H,W,3]) -> device arrays [D, K, B/D, ...].
+
+    image_ids_per_id: ids are crop ids, `crops_per_image` per image (dense training).
 
     With the device cache only the ids travel; with the host cache the images are gathered
     here from the decoded-once array.
     """
     batch = {"id": ids.astype(np.int32)}
     if images is None and run.cache == "host":
-        images = run.image_set.images[ids]
+        images = run.image_set.images[ids // image_ids_per_id]
     if images is not None:
         batch["image"] = images
     if weight is not None:
@@ -475,30 +603,29 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     json.dump(to_dict(config), f, indent=2, sort_keys=True)
 
             step = int(state["step"])
-            total_steps = run.steps_per_epoch * config.train.epochs
-            if config.train.max_steps:
-                total_steps = min(total_steps, config.train.max_steps)
+            last_step = total_steps(config, run.steps_per_epoch)
             state_repl = parallel.replicate(state, run.devices)
             if epoch_sums is not None:
                 epoch_sums = parallel.replicate(epoch_sums, run.devices)
             del state
             train_fn, eval_fn = compiled_steps(run)
             images_per_step = config.train.batch_size
-            bar = tqdm(total=total_steps * images_per_step, initial=step * images_per_step,
+            bar = tqdm(total=last_step * images_per_step, initial=step * images_per_step,
                        unit="img", unit_scale=True, disable=not progress, dynamic_ncols=True,
                        file=sys.stderr, desc=config.name)
             last_log = step
             t_epoch = time.perf_counter()
-            while step < total_steps:
+            while step < last_step:
                 epoch = step // run.steps_per_epoch
-                k = _steps_this_dispatch(config, step, run.steps_per_epoch, total_steps)
+                k = _steps_this_dispatch(config, step, run.steps_per_epoch, last_step)
                 host_batches = [next(iterator) for _ in range(k)]
                 # The position after the last batch *consumed*: what a checkpoint must hold.
                 data_state = iterator.get_state()
                 ids = np.stack([b["id"] for b in host_batches])
                 images = (np.stack([b["image"] for b in host_batches])
                           if "image" in host_batches[0] else None)
-                batch = device_batch(run, ids, images)
+                batch = device_batch(run, ids, images,
+                                     image_ids_per_id=run.task.crops_per_image)
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
                     compile_before = train_fn.compile_s
                     state_repl, sums = train_fn(state_repl, batch)
@@ -515,7 +642,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 end_of_epoch = step % run.steps_per_epoch == 0
                 periodic = (config.checkpoint.every_steps
                             and step % config.checkpoint.every_steps == 0)
-                if not (end_of_epoch or periodic or step >= total_steps):
+                if not (end_of_epoch or periodic or step >= last_step):
                     continue
                 if last_log != step:  # else fetched and checked just above
                     host_sums = jax.device_get(parallel.unreplicate(epoch_sums))

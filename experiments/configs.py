@@ -40,6 +40,29 @@ def _seed2(name: str, source: str) -> Config:
     )
 
 
+def _localiser(name: str) -> Config:
+    """Issue 7's dense localiser: full-resolution edge maps, decoded as a square.
+
+    Trains on fresh alterations every step of 128x128 native-scale crops (flips, exposure and
+    gamma jitter before the alteration, JPEG q75 after, 20% left clean) of the procedural
+    landscapes plus the training split of the photos shipped in the scikit-image/scikit-learn
+    wheels; validates on whole 800x800 landscapes altered as seed 1 did (wrap, JPEG q75),
+    decoded within seed 1's prior. Sized to finish in under 45 minutes on 2 CPU cores.
+    """
+    return Config(
+        name=name,
+        data=DataConfig(source="landscapes", image_size=800, num_images=72, val_fraction=0.125,
+                        test_fraction=0.0, package_photos=True, crop_size=128,
+                        crops_per_image=24),
+        corruption=CorruptionConfig(kind="discolor", overflow="wrap", p_altered=0.8,
+                                    resample="per_step", jpeg_quality=75),
+        model=ModelConfig(name="localiser", width=16),
+        train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=8, epochs=8, log_every=20,
+                          schedule="cosine", warmup_steps=100),
+        checkpoint=CheckpointConfig(every_steps=100, keep=3),
+    )
+
+
 CONFIGS = {
     "cnn_highlr": lambda: _seed1("cnn_highlr", "seed_cnn", 5e-4, 10),
     "cnn_lowlr": lambda: _seed1("cnn_lowlr", "seed_cnn", 1e-4, 30),
@@ -50,6 +73,7 @@ CONFIGS = {
     "whitebox_solid": lambda: _seed2("whitebox_solid", "solid"),
     # Natural photos: procedural landscapes by default, or --set data.source=folder data.dir=...
     "whitebox_photos": lambda: _seed2("whitebox_photos", "landscapes"),
+    "localiser": lambda: _localiser("localiser"),
 }
 
 

@@ -1,0 +1,96 @@
+"""Training examples for the dense localiser, made on the device inside the train step.
+
+One example from one clean image and one key (`crop_example`):
+
+1. a random crop of `crop` x `crop` pixels at native scale, inside the image's valid region
+   (clean images of different sizes share one padded table; `valid_hw` says how much is real);
+2. random flips and a transpose (a square stays a square);
+3. exposure and gamma jitter, *before* the alteration, so that bright areas exist and wrap
+   under the seed's uint8 rule as they did in seed 1's photos;
+4. with probability `p_altered`, a discolor square (ratio uniform in [1.05, 1.15], seed 1's
+   wrap rule) placed so that it meets the crop, with a log-uniform half-size, so crops show
+   edges, corners and whole squares of every size the seed drew (30..350 px at 800);
+5. the JPEG round trip at `jpeg_quality` (0 = off), as the seed's photos were saved.
+
+Returns the image and its per-pixel edge targets (`localiser.edge_targets`). Everything is
+pure and vmappable; the key decides every random choice.
+
+What a researcher may change: the jitter ranges and the half-size range in `CropParams`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from anomaly_jax import corruptions, jpeg, localiser
+
+
+@dataclasses.dataclass(frozen=True)
+class CropParams:
+    crop: int = 128
+    p_altered: float = 0.8
+    ratio_range: tuple[float, float] = (1.05, 1.15)
+    half_size_range: tuple[float, float] = (8.0, 360.0)
+    exposure_range: tuple[float, float] = (0.8, 1.4)
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+    overflow: str = "wrap"
+    jpeg_quality: int = 75
+
+
+def random_crop(image: jax.Array, valid_hw: jax.Array, key: jax.Array, crop: int) -> jax.Array:
+    """uint8[S, S, 3] (real content in [:h, :w], h, w >= crop) -> uint8[crop, crop, 3]."""
+    k_row, k_col = jax.random.split(key)
+    row = jax.random.randint(k_row, (), 0, valid_hw[0] - crop + 1)
+    col = jax.random.randint(k_col, (), 0, valid_hw[1] - crop + 1)
+    return jax.lax.dynamic_slice(image, (row, col, 0), (crop, crop, 3))
+
+
+def flip_transpose(image: jax.Array, key: jax.Array) -> jax.Array:
+    """One of the 8 symmetries of the square, uniformly: uint8[C, C, 3] -> uint8[C, C, 3]."""
+    bits = jax.random.bernoulli(key, 0.5, (3,))
+    image = jnp.where(bits[0], image[::-1], image)
+    image = jnp.where(bits[1], image[:, ::-1], image)
+    return jnp.where(bits[2], jnp.swapaxes(image, 0, 1), image)
+
+
+def exposure_gamma(image: jax.Array, key: jax.Array, exposure_range, gamma_range) -> jax.Array:
+    """255 * exposure * (v/255) ** gamma, rounded and saturated: uint8 -> uint8."""
+    k_e, k_g = jax.random.split(key)
+    exposure = jax.random.uniform(k_e, (), jnp.float32, *exposure_range)
+    gamma = jax.random.uniform(k_g, (), jnp.float32, *gamma_range)
+    v = image.astype(jnp.float32) * (1.0 / 255.0)
+    out = 255.0 * exposure * jnp.power(v, gamma)
+    return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+
+
+def sample_crop_square(key: jax.Array, crop: int, half_size_range) -> tuple[jax.Array, jax.Array]:
+    """(center int32[2], half_size int32[]): r log-uniform, the square meeting the crop."""
+    k_r, k_c = jax.random.split(key)
+    lo, hi = half_size_range
+    r = jnp.exp(jax.random.uniform(k_r, (), jnp.float32, jnp.log(lo), jnp.log(hi)))
+    r = jnp.round(r).astype(jnp.int32)
+    # Centre within r - 2 of the crop on each axis: at least two rows/cols of it are inside.
+    lo_c = -r + 2
+    hi_c = crop + r - 2
+    center = jax.random.randint(k_c, (2,), lo_c, hi_c + 1).astype(jnp.int32)
+    return center, r
+
+
+def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropParams
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One training example: (image uint8[C, C, 3], targets bool[C, C, 4], altered bool[])."""
+    keys = jax.random.split(key, 6)
+    x = random_crop(image, valid_hw, keys[0], p.crop)
+    x = flip_transpose(x, keys[1])
+    x = exposure_gamma(x, keys[2], p.exposure_range, p.gamma_range)
+    center, r = sample_crop_square(keys[3], p.crop, p.half_size_range)
+    ratio = jax.random.uniform(keys[4], (), jnp.float32, *p.ratio_range)
+    altered = jax.random.uniform(keys[5], ()) < p.p_altered
+    # A ratio of exactly 1 leaves every pixel as it was (see corruptions.discolor).
+    x = corruptions.discolor(x, center, r, jnp.where(altered, ratio, 1.0), p.overflow)
+    if p.jpeg_quality:
+        x = jpeg.jpeg_roundtrip(x, p.jpeg_quality)
+    targets = localiser.edge_targets(center, r, altered, p.crop, p.crop)
+    return x, targets, altered
