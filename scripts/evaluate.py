@@ -1,14 +1,28 @@
-"""Evaluates a trained localisation run on a seed-format dataset (labels.csv + JPEGs).
+"""Evaluates a localiser on a seed-format dataset (labels.csv + JPEGs): a trained run, or the
+physics baseline that needs no training.
 
     python -m scripts.evaluate --workdir runs/cnn_lowlr --csv ../shared/seed1_dev/labels.csv
         [--step N] [--per-image out.csv] [--draw DIR]
+    python -m scripts.evaluate --workdir runs/localiser --csv LABELS.csv [--size N]
+    python -m scripts.evaluate --method physics --csv LABELS.csv [--size 800]
 
-Loads the best checkpoint (or --step N), resizes the images to the run's data.image_size,
-predicts each centre and compares it with the label. --draw writes each image with the
-true (green) and predicted (red) squares, like seed 1's "9_with_box" figure. The last line
-of standard output is one JSON object: n, mean_distance (normalised, the seed's metric),
-median_distance, mean_distance_px (at the images' original size), hit_rate (share of
-predicted centres inside the true square), and the same for always predicting the middle.
+--method model (the default) loads the best checkpoint of --workdir (or --step N) and resizes
+the images to the run's data.image_size. A seed model (seed_cnn, fusion_*) regresses the
+centre; the dense localiser (model.name "localiser") and --method physics locate a whole
+square with `evaluation.locate_squares`, whose score is also a detection score. --method
+physics needs no run: it resizes the images to --size (default 800). --size also runs a
+localiser run at another size (seed models only take their own).
+
+--draw writes each image with the true (green) and predicted (red) squares, like seed 1's
+"9_with_box" figure (the predicted square has the true square's size for seed models, its own
+for the localiser and physics). --per-image writes one CSV row per image (pred_half_size,
+in pixels of the original, and score too for the localiser and physics).
+
+The last line of standard output is one JSON object: n, mean_distance (normalised, the seed's
+metric), median_distance, mean_distance_px (at the images' original size), hit_rate (share of
+predicted centres inside the true square), the same for always predicting the middle
+(middle_*), method, and for the localiser / physics mean_score (and auc when the CSV has an
+`altered` column with both clean and altered images). Errors are one line on stderr.
 """
 from __future__ import annotations
 
@@ -19,56 +33,121 @@ import json
 import os
 import sys
 
+DEFAULT_PHYSICS_SIZE = 800
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True, help="a run directory with checkpoints/")
+    p.add_argument("--method", choices=("model", "physics"), default="model",
+                   help="model: a trained run (--workdir); physics: the no-training baseline")
+    p.add_argument("--workdir", help="a run directory with checkpoints/ (--method model)")
     p.add_argument("--csv", required=True, help="seed-format labels.csv")
+    p.add_argument("--size", type=int,
+                   help=f"side the images are resized to (physics: default "
+                        f"{DEFAULT_PHYSICS_SIZE}; localiser runs: default the run's "
+                        "data.image_size; not for seed models)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     p.add_argument("--per-image", metavar="OUT_CSV", help="write one row per image here")
     p.add_argument("--draw", metavar="DIR", help="write images with both squares drawn here")
-    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass (seed models)")
     return p.parse_args(argv)
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """The one-line problem with the arguments themselves, or None."""
+    if args.method == "model" and not args.workdir:
+        return "--workdir: required with --method model (or use --method physics)"
+    if args.method == "physics" and args.workdir:
+        return "--workdir: not used by --method physics (it needs no trained run)"
+    if args.method == "physics" and args.step is not None:
+        return "--step: only with --method model"
+    if args.size is not None and args.size < 16:
+        return f"--size {args.size}: expected at least 16"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     import numpy as np
     from PIL import Image
 
     from anomaly_jax import data, models, report
+    from anomaly_jax.config import DataConfig
     from anomaly_jax.errors import USER_ERRORS, exit_code
-    from anomaly_jax.evaluation import localisation_report, predict_centers
+    from anomaly_jax.evaluation import (localisation_report, locate_squares, predict_centers,
+                                        roc_auc)
     from anomaly_jax.train import restore_params
 
+    model, step, dense = None, None, True
     try:
-        config, model, step = restore_params(args.workdir, args.step)
-        if config.model.name == "white_box_net":
-            print(f"error: {args.workdir} is a detection run (white_box_net); evaluate "
-                  "scores localisation runs", file=sys.stderr)
-            return 2
-        data_config = dataclasses.replace(config.data, source="csv", csv=args.csv)
-        images = data.load_image_set(data_config, config.seed)
+        if args.method == "model":
+            config, model, step = restore_params(args.workdir, args.step)
+            if config.model.name == "white_box_net":
+                print(f"error: {args.workdir} is a detection run (white_box_net); evaluate "
+                      "scores localisation runs", file=sys.stderr)
+                return 2
+            dense = models.is_dense(config.model.name)
+            if args.size is not None and not dense:
+                print(f"error: --size: {config.model.name} takes only its own input size "
+                      f"({config.data.image_size}); --size is for localiser runs and "
+                      "--method physics", file=sys.stderr)
+                return 2
+            data_config = dataclasses.replace(config.data, source="csv", csv=args.csv)
+            if args.size is not None:
+                data_config = dataclasses.replace(data_config, image_size=args.size)
+            seed = config.seed
+        else:
+            data_config = DataConfig(source="csv", csv=args.csv,
+                                     image_size=args.size or DEFAULT_PHYSICS_SIZE)
+            seed = 0  # unused by a CSV source
+        images = data.load_image_set(data_config, seed)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code(e)
     targets = images.targets
+    size = data_config.image_size
     # Original sizes (height, width) from the file headers, for distances in pixels.
     sizes = np.array([Image.open(p).size[::-1] for p in images.names], np.float32)
-    features = targets["features"] if models.uses_features(config.model.name) else None
-    pred = predict_centers(model, images.images, features, batch=args.batch)
+    found = None
+    if dense:
+        # model None: the physics baseline. Centres in pixels of the size x size image.
+        found = locate_squares(model, images.images)
+        pred = found["center"].astype(np.float32) / np.float32(size)
+        # Half-size in pixels of the original, by the row scale (as labels' r / H).
+        pred_half = found["half_size"].astype(np.float32) * sizes[:, 0] / size
+    else:
+        features = targets["features"] if models.uses_features(config.model.name) else None
+        pred = predict_centers(model, images.images, features, batch=args.batch)
     result, rows = localisation_report(pred, targets["center"], targets["half_size_norm"],
                                        sizes)
-    print(f"checkpoint step {step} of {args.workdir} on {len(rows)} images from {args.csv}",
-          file=sys.stderr)
-    print(f"  model : mean distance {result['mean_distance']:.4f} "
+    result["method"] = args.method
+    if found is not None:
+        result["mean_score"] = float(np.mean(found["score"]))
+        for row, half, score in zip(rows, pred_half, found["score"]):
+            row.update(pred_half_size=float(half), score=float(score))
+        altered = targets.get("altered")
+        if altered is not None and altered.any() and not altered.all():
+            result["auc"] = roc_auc(found["score"], altered)
+    who = (f"checkpoint step {step} of {args.workdir}" if args.method == "model"
+           else "physics baseline")
+    print(f"{who} at {size}x{size} on {len(rows)} images from {args.csv}", file=sys.stderr)
+    label = "model " if args.method == "model" else "physics"
+    print(f"  {label}: mean distance {result['mean_distance']:.4f} "
           f"(median {result['median_distance']:.4f}, {result['mean_distance_px']:.1f} px), "
-          f"hit rate {result['hit_rate']:.3f}", file=sys.stderr)
-    print(f"  middle: mean distance {result['middle_mean_distance']:.4f} "
+          f"hit rate {result['hit_rate']:.3f}"
+          + (f", mean score {result['mean_score']:.3f}" if found is not None else ""),
+          file=sys.stderr)
+    print(f"  middle : mean distance {result['middle_mean_distance']:.4f} "
           f"(median {result['middle_median_distance']:.4f}, "
           f"{result['middle_mean_distance_px']:.1f} px), "
           f"hit rate {result['middle_hit_rate']:.3f}", file=sys.stderr)
+    if "auc" in result:
+        print(f"  detection AUC (score, altered column): {result['auc']:.3f}", file=sys.stderr)
     if args.per_image:
         with open(args.per_image, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["img_path", *rows[0]])
@@ -80,11 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(images.names):
             original = np.asarray(Image.open(name).convert("RGB"))
             half = float(targets["half_size_norm"][i] * sizes[i, 0])
-            drawn = report.draw_squares(original, targets["center"][i], pred[i], half)
+            if found is None:
+                drawn = report.draw_squares(original, targets["center"][i], pred[i], half)
+            else:
+                # Each square at its own size: the predicted one first, the true one on top.
+                drawn = report.draw_squares(original, None, pred[i], float(pred_half[i]))
+                drawn = report.draw_squares(np.asarray(drawn), targets["center"][i], None,
+                                            half)
             drawn.save(os.path.join(args.draw, os.path.splitext(os.path.basename(name))[0]
                                     + "_with_box.png"))
         result["drawn"] = args.draw
-    result.update(workdir=args.workdir, step=step, csv=args.csv,
+    result.update(workdir=args.workdir, step=step, csv=args.csv, image_size=size,
                   skipped_images=len(images.skipped))
     print(json.dumps(result))
     return 0

@@ -1,0 +1,221 @@
+"""Finds the altered square in photos that have no labels.
+
+    python -m scripts.predict --workdir runs/localiser PHOTO_OR_FOLDER
+        [--step N] [--size N] [--draw OUT_DIR] [--csv OUT.csv]
+    python -m scripts.predict --method physics PHOTO_OR_FOLDER [--size 800] [--draw OUT_DIR]
+
+Decodes each photo (a folder: every image file under it, recursively, as
+`data.list_image_files` finds them; EXIF orientation applied; an unreadable file is skipped
+with one warning line on stderr naming it and the reason), resizes it to S x S (S: the run's
+data.image_size, or --size; --method physics: --size, default 800), and locates one square
+with `evaluation.locate_squares` - the dense localiser of a trained run (model.name
+"localiser"), or the physics baseline with no training.
+
+Writes one CSV row per photo, `img_path,x,y,r,score`, to stdout (or to --csv): x = centre row,
+y = centre column, r = half-size, in pixels of the ORIGINAL photo (x scaled by H/S, y by W/S,
+r by H/S: the seed's convention that r is normalised by the height), rounded to integers;
+score = the detection score (higher: more likely altered; only comparable within one method
+and size).
+
+--draw OUT_DIR writes one PNG per photo, S high and 2S wide: on the left the resized photo
+with the predicted square (red), on the right the evidence map - the maximum over the four
+edge maps (top, bottom, left, right) of `localiser.edge_evidence` of the model's logits, or of
+`physics.edge_evidence` - at the same S x S, min-max scaled and coloured with matplotlib's
+"inferno" (bright: evidence for a square's edge).
+
+The last line of standard output is one JSON object: n (photos located), skipped
+(unreadable), csv (the file, or null for stdout), drawn (PNGs written), draw_dir, method,
+workdir, step, size. With rows on stdout they come first, the JSON last. Errors are one line.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+DEFAULT_PHYSICS_SIZE = 800
+CHUNK = 16  # photos per locate_squares call (each call compiles once; bounds memory)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos", metavar="PHOTO_OR_FOLDER", help="an image file or a folder")
+    p.add_argument("--method", choices=("model", "physics"), default="model",
+                   help="model: a trained localiser run (--workdir); physics: no training")
+    p.add_argument("--workdir", help="a localiser run directory with checkpoints/")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
+    p.add_argument("--size", type=int,
+                   help=f"side the photos are resized to (default: the run's data.image_size; "
+                        f"physics: {DEFAULT_PHYSICS_SIZE})")
+    p.add_argument("--csv", metavar="OUT_CSV", help="write the rows here instead of stdout")
+    p.add_argument("--draw", metavar="OUT_DIR",
+                   help="write each photo with its square and evidence map here (PNG)")
+    return p.parse_args(argv)
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.method == "model" and not args.workdir:
+        return "--workdir: required with --method model (or use --method physics)"
+    if args.method == "physics" and args.workdir:
+        return "--workdir: not used by --method physics (it needs no trained run)"
+    if args.method == "physics" and args.step is not None:
+        return "--step: only with --method model"
+    if args.size is not None and args.size < 16:
+        return f"--size {args.size}: expected at least 16"
+    return None
+
+
+def _photo_paths(target: str) -> tuple[list[str], str | None]:
+    """(image paths, the folder they are under or None for a single file)."""
+    from anomaly_jax import data
+    if os.path.isdir(target):
+        paths = data.list_image_files(target)
+        if not paths:
+            raise data.DataError(f"no image files ({'/'.join(data.IMAGE_EXTENSIONS)}) in "
+                                 f"folder {target}")
+        return paths, target
+    if not os.path.exists(target):
+        raise FileNotFoundError(f"no such photo or folder: {target}")
+    return [target], None
+
+
+def _evidence_fn(model):
+    """A jitted images uint8[B, S, S, 3] -> float32[B, S, S]: the max over the four edge
+    evidence maps (boundaries cropped to pixels: boundary i is the top of pixel i)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from anomaly_jax import localiser, physics
+    if model is None:
+        def one(image):
+            return physics.edge_evidence(image)
+        run = jax.jit(lambda x: jax.vmap(one)(x).max(axis=1)[:, :-1, :-1])
+        return run
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def run_model(params, x):
+        logits = nnx.merge(graphdef, params)(x)
+        return jax.vmap(localiser.edge_evidence)(logits).max(axis=1)[:, :-1, :-1]
+    return lambda x: run_model(params, jnp.asarray(x))
+
+
+def _heat(evidence):
+    """float32[S, S] -> uint8[S, S, 3]: min-max scaled, matplotlib's "inferno"."""
+    import matplotlib
+    import numpy as np
+    lo, hi = float(evidence.min()), float(evidence.max())
+    unit = (evidence - lo) / (hi - lo) if hi > lo else np.zeros_like(evidence)
+    return (matplotlib.colormaps["inferno"](unit)[..., :3] * 255).round().astype(np.uint8)
+
+
+def _pixels(value, original: int, size: int) -> int:
+    """A boundary coordinate or length in the S x S image -> pixels of the original side."""
+    return int(round(float(value) * original / size))
+
+
+def _draw_name(path: str, folder: str | None) -> str:
+    """A PNG name unique within the input: the path under the folder, '/' -> '__'."""
+    rel = os.path.relpath(path, folder) if folder else os.path.basename(path)
+    return os.path.splitext(rel)[0].replace(os.sep, "__") + "_square.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    import numpy as np
+    from PIL import Image
+
+    from anomaly_jax import data, models, report
+    from anomaly_jax.errors import USER_ERRORS, exit_code
+    from anomaly_jax.evaluation import locate_squares
+    from anomaly_jax.train import restore_params
+
+    model, step = None, None
+    try:
+        if args.method == "model":
+            config, model, step = restore_params(args.workdir, args.step)
+            if not models.is_dense(config.model.name):
+                print(f"error: {args.workdir} is a {config.model.name} run; predict needs a "
+                      "localiser run (model.name=localiser) or --method physics",
+                      file=sys.stderr)
+                return 2
+            size = args.size or config.data.image_size
+        else:
+            size = args.size or DEFAULT_PHYSICS_SIZE
+        paths, folder = _photo_paths(args.photos)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_code(e)
+
+    evidence_fn = _evidence_fn(model) if args.draw else None
+    if args.draw:
+        os.makedirs(args.draw, exist_ok=True)
+    out = open(args.csv, "w", newline="") if args.csv else sys.stdout
+    writer = csv.writer(out)
+    n, skipped, drawn = 0, 0, 0
+    chunk: list[tuple[str, np.ndarray, tuple[int, int]]] = []
+
+    def flush():
+        nonlocal n, drawn
+        batch = np.stack([image for _, image, _ in chunk])
+        found = locate_squares(model, batch)
+        evidence = np.asarray(evidence_fn(batch)) if evidence_fn else None
+        if n == 0:
+            writer.writerow(["img_path", "x", "y", "r", "score"])
+        for k, (path, image, (height, width)) in enumerate(chunk):
+            row, col = found["center"][k]
+            half = found["half_size"][k]
+            # Boundary coordinates scale exactly: resized boundary i is original i * H / S.
+            writer.writerow([path, _pixels(row, height, size), _pixels(col, width, size),
+                             _pixels(half, height, size), f"{float(found['score'][k]):.6g}"])
+            if evidence is not None:
+                boxed = report.draw_squares(image, None, (row / size, col / size), float(half))
+                canvas = np.concatenate([np.asarray(boxed), _heat(evidence[k])], axis=1)
+                Image.fromarray(canvas).save(os.path.join(args.draw,
+                                                          _draw_name(path, folder)))
+                drawn += 1
+        n += len(chunk)
+        chunk.clear()
+
+    try:
+        # Threads in this process (workers=0): Pillow releases the GIL while decoding.
+        decoded = data.iter_decoded(paths, size, workers=0)
+        for i, (image, hw, reason) in enumerate(decoded):
+            path = paths[i]
+            if reason:
+                print(f"warning: skipping unreadable image {path}: {reason}", file=sys.stderr)
+                skipped += 1
+                continue
+            chunk.append((path, image, hw))
+            if len(chunk) == CHUNK:
+                flush()
+        if chunk:
+            flush()
+    finally:
+        if args.csv:
+            out.close()
+        else:
+            out.flush()
+    if n == 0:
+        print(f"error: no readable image in {args.photos} ({skipped} unreadable)",
+              file=sys.stderr)
+        return 2
+    print(f"{args.method} at {size}x{size}: located {n} photos, skipped {skipped}"
+          + (f", wrote {args.csv}" if args.csv else "")
+          + (f", drew {drawn} PNGs in {args.draw}" if args.draw else ""), file=sys.stderr)
+    print(json.dumps({"n": n, "skipped": skipped, "csv": args.csv, "drawn": drawn,
+                      "draw_dir": args.draw, "method": args.method, "workdir": args.workdir,
+                      "step": step, "size": size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
