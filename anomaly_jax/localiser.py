@@ -44,11 +44,47 @@ POS_WEIGHT = 10.0
 # A pixel's evidence is clipped below: one occluded or wrapped pixel on a true edge must not
 # veto the whole square.
 EVIDENCE_FLOOR = -6.0
+DECODE_POWER = 0.0  # squares.best_square's normalisation: 0 = a plain sum of evidence
+
+
+STEP_CLIP = 0.3  # log-intensity steps are clipped here (a gain step is at most 0.14)
+IN_CHANNELS = 15
 
 
 def log_intensity(images: jax.Array) -> jax.Array:
     """uint8[B, H, W, 3] -> float32[B, H, W, 3] in [0, 1]: log1p(v) / log(256)."""
     return jnp.log1p(images.astype(jnp.float32)) * (1.0 / math.log(256.0))
+
+
+def input_features(images: jax.Array) -> jax.Array:
+    """The fixed, gain-invariant front end: uint8[B, H, W, 3] -> float32[B, H, W, 15].
+
+    Channels: log intensity (3, for context: brightness decides where a gain wraps); the
+    log-intensity step to the next row and to the next column per channel (6), clipped to
+    +-STEP_CLIP and scaled to +-1, so that a gain step (0.05-0.14) is a large input and a
+    strong natural edge is no larger than a few gain steps; the same steps taken across two
+    pixels on either side (6), which JPEG's smearing leaves larger than one-pixel steps.
+    Like a forensics "constrained first layer", but fixed: the net need not learn to find a
+    0.1 step under edges ten times larger.
+    """
+    log_v = jnp.log1p(images.astype(jnp.float32))
+
+    def step(a, axis, k):
+        # a[i + k] - a[i - k + 1] means of k pixels after vs k pixels before boundary i+1/2.
+        n = a.shape[axis]
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (k - 1, k)
+        p = jnp.pad(a, pad, mode="edge")
+        c = jnp.cumsum(p, axis=axis)
+        c = jnp.concatenate([jnp.zeros_like(lax.slice_in_dim(c, 0, 1, axis=axis)), c], axis)
+        before = lax.slice_in_dim(c, k, k + n, axis=axis) - lax.slice_in_dim(c, 0, n, axis=axis)
+        after = (lax.slice_in_dim(c, 2 * k, 2 * k + n, axis=axis)
+                 - lax.slice_in_dim(c, k, k + n, axis=axis))
+        return jnp.clip((after - before) / k, -STEP_CLIP, STEP_CLIP) * (1.0 / STEP_CLIP)
+
+    feats = [log_v * (1.0 / math.log(256.0)),
+             step(log_v, 1, 1), step(log_v, 2, 1), step(log_v, 1, 2), step(log_v, 2, 2)]
+    return jnp.concatenate(feats, axis=-1)
 
 
 class LocaliserNet(nnx.Module):
@@ -59,7 +95,7 @@ class LocaliserNet(nnx.Module):
         self.dtype = jnp.dtype(dtype)
         self.dilations = tuple(dilations)
         init = nnx.initializers.he_normal()
-        self.stem = nnx.Param(init(rngs.params(), (3, 3, 3, width)))
+        self.stem = nnx.Param(init(rngs.params(), (3, 3, IN_CHANNELS, width)))
         self.stem_b = nnx.Param(jnp.zeros((width,)))
         self.blocks = nnx.List([nnx.Param(init(rngs.params(), (3, 3, width, width)) * 0.5)
                                 for _ in dilations])
@@ -77,7 +113,7 @@ class LocaliserNet(nnx.Module):
     def __call__(self, images: jax.Array, features: jax.Array | None = None, *,
                  dropout_key: jax.Array | None = None) -> jax.Array:
         """images: uint8[B, H, W, 3] (any H, W) -> edge logits float32[B, H, W, 4]."""
-        x = log_intensity(images)
+        x = input_features(images)
         x = jax.nn.relu(self._conv(x, self.stem[...], self.stem_b[...]))
         for w, b, d in zip(self.blocks, self.blocks_b, self.dilations):
             x = x + jax.nn.relu(self._conv(x, w[...], b[...], d))
@@ -143,4 +179,5 @@ def edge_evidence(logits: jax.Array) -> jax.Array:
 def decode(logits: jax.Array, prior: squares.SquarePrior) -> dict[str, jax.Array]:
     """The best square per image: logits float32[B, H, W, 4] -> {center int32[B, 2],
     half_size int32[B], score float32[B]} (score: the summed evidence, a detection score)."""
-    return lax.map(lambda l: squares.best_square(edge_evidence(l), prior, power=0.0), logits)
+    return lax.map(lambda l: squares.best_square(edge_evidence(l), prior, power=DECODE_POWER),
+                   logits)

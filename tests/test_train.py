@@ -20,6 +20,9 @@ def small_config(name: str, *extra: str):
     sets = list(SMALL)
     if name.startswith("whitebox"):
         sets.append("train.batch_size=8")  # 40 images: 32 train, so 100 cannot fit
+    if name == "localiser":  # 35 train images, one 32x32 crop each per epoch, batch 4
+        sets += ["data.crop_size=32", "data.crops_per_image=1", "data.package_photos=false",
+                 "train.batch_size=4"]
     return apply_overrides(get_config(name), sets + list(extra))
 
 
@@ -39,9 +42,11 @@ def test_every_config_runs_end_to_end(name, tmp_path):
     assert expected <= set(records[0])
     assert all(np.isfinite(v) for v in records[0].values())
     saved = json.load(open(tmp_path / "summary.json"))
-    # 32 training images: 3 batches of 10 (seed 1) or 4 of 8 (seed 2, resized for the test).
+    # 32 training images: 3 batches of 10 (seed 1) or 4 of 8 (seed 2, resized for the test);
+    # the localiser validates on 5 of 40 and trains on 35 in 8 batches of 4.
     assert len(saved["params_sha256"]) == 64 and saved["devices"]
-    assert saved["steps"] == (4 if name.startswith("whitebox") else 3)
+    expected_steps = 4 if name.startswith("whitebox") else 8 if name == "localiser" else 3
+    assert saved["steps"] == expected_steps
 
 
 def _losses(tmp_path, *sets):
@@ -102,10 +107,10 @@ def test_cli_rejects_bad_value_in_one_line(capsys):
     assert code == 2 and len(err) == 1 and "'bfloat16'" in err[0]
 
 
-def test_cli_list_shows_all_eight(capsys):
+def test_cli_list_shows_all_nine(capsys):
     assert run_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in CONFIGS) and len(CONFIGS) == 8
+    assert all(name in out for name in CONFIGS) and len(CONFIGS) == 9
 
 
 def test_streaming_trains_exactly_like_the_cached_dataset(tmp_path):
