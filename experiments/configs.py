@@ -57,7 +57,7 @@ def _localiser(name: str) -> Config:
         corruption=CorruptionConfig(kind="discolor", overflow="wrap", p_altered=0.8,
                                     resample="per_step", jpeg_quality=75),
         model=ModelConfig(name="localiser", width=16),
-        train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=8, epochs=8, log_every=20,
+        train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=16, epochs=12, log_every=20,
                           schedule="cosine", warmup_steps=100),
         checkpoint=CheckpointConfig(every_steps=100, keep=3),
     )
