@@ -92,20 +92,40 @@ def comparison_table(runs: Sequence[Mapping]) -> str:
 
 
 def draw_squares(image: np.ndarray, true_center: Sequence[float] | None,
-                 pred_center: Sequence[float], half_size: float) -> Image.Image:
+                 pred_center: Sequence[float] | None, half_size: float,
+                 pred_half_size: float | None = None) -> Image.Image:
     """The image with the true square (green) and the predicted one (red) drawn on it.
 
-    image: uint8[H,W,3]; centres are normalised (row, col); half_size in pixels. The
-    predicted square takes the true square's size (the models predict a centre only).
+    image: uint8[H,W,3]; centres are normalised (row, col), either may be None; half_size in
+    pixels. The predicted square takes `pred_half_size` when given (the dense localiser
+    predicts a size), else the true square's size (the seed models predict a centre only).
     """
     h, w = image.shape[:2]
     out = Image.fromarray(image)
     draw = ImageDraw.Draw(out)
     width = max(2, h // 200)
-    for center, colour in ((true_center, (0, 255, 0)), (pred_center, (255, 0, 0))):
+    pred_half = half_size if pred_half_size is None else pred_half_size
+    # The prediction first, the truth on top of it.
+    for center, colour, half in ((pred_center, (255, 0, 0), pred_half),
+                                 (true_center, (0, 255, 0), half_size)):
         if center is None:
             continue
         row, col = center[0] * h, center[1] * w
-        draw.rectangle([col - half_size, row - half_size, col + half_size, row + half_size],
+        draw.rectangle([col - half, row - half, col + half, row + half],
                        outline=colour, width=width)
     return out
+
+
+def contact_sheet(tiles: Sequence[Image.Image], columns: int = 8, thumb: int = 200,
+                  captions: Sequence[str] | None = None) -> Image.Image:
+    """Thumbnails (thumb x thumb) in a grid of `columns`, each with an optional caption."""
+    rows = -(-len(tiles) // columns)
+    caption_h = 14 if captions else 0
+    sheet = Image.new("RGB", (columns * thumb, rows * (thumb + caption_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, tile in enumerate(tiles):
+        x, y = (i % columns) * thumb, (i // columns) * (thumb + caption_h)
+        sheet.paste(tile.convert("RGB").resize((thumb, thumb), Image.BICUBIC), (x, y))
+        if captions:
+            draw.text((x + 3, y + thumb + 1), captions[i], fill=(0, 0, 0))
+    return sheet

@@ -2,7 +2,7 @@
 physics baseline that needs no training.
 
     python -m scripts.evaluate --workdir runs/cnn_lowlr --csv ../shared/seed1_dev/labels.csv
-        [--step N] [--per-image out.csv] [--draw DIR]
+        [--step N] [--per-image out.csv] [--draw DIR] [--sheet SHEET.png]
     python -m scripts.evaluate --workdir runs/localiser --csv LABELS.csv [--size N]
     python -m scripts.evaluate --method physics --csv LABELS.csv [--size 800]
 
@@ -15,7 +15,8 @@ localiser run at another size (seed models only take their own).
 
 --draw writes each image with the true (green) and predicted (red) squares, like seed 1's
 "9_with_box" figure (the predicted square has the true square's size for seed models, its own
-for the localiser and physics). --per-image writes one CSV row per image (pred_half_size,
+for the localiser and physics). --sheet writes all the images in one contact sheet, each
+captioned hit/miss and its distance. --per-image writes one CSV row per image (pred_half_size,
 in pixels of the original, and score too for the localiser and physics).
 
 The last line of standard output is one JSON object: n, mean_distance (normalised, the seed's
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     p.add_argument("--per-image", metavar="OUT_CSV", help="write one row per image here")
     p.add_argument("--draw", metavar="DIR", help="write images with both squares drawn here")
+    p.add_argument("--sheet", metavar="PNG",
+                   help="write one contact sheet of every image with both squares and hit/miss")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (seed models)")
     return p.parse_args(argv)
 
@@ -159,16 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(images.names):
             original = np.asarray(Image.open(name).convert("RGB"))
             half = float(targets["half_size_norm"][i] * sizes[i, 0])
-            if found is None:
-                drawn = report.draw_squares(original, targets["center"][i], pred[i], half)
-            else:
-                # Each square at its own size: the predicted one first, the true one on top.
-                drawn = report.draw_squares(original, None, pred[i], float(pred_half[i]))
-                drawn = report.draw_squares(np.asarray(drawn), targets["center"][i], None,
-                                            half)
+            drawn = report.draw_squares(original, targets["center"][i], pred[i], half,
+                                        None if found is None else float(pred_half[i]))
             drawn.save(os.path.join(args.draw, os.path.splitext(os.path.basename(name))[0]
                                     + "_with_box.png"))
         result["drawn"] = args.draw
+    if args.sheet:
+        tiles, captions = [], []
+        for i, name in enumerate(images.names):
+            original = np.asarray(Image.open(name).convert("RGB"))
+            half = float(targets["half_size_norm"][i] * sizes[i, 0])
+            tiles.append(report.draw_squares(original, targets["center"][i], pred[i], half,
+                                             None if found is None else float(pred_half[i])))
+            captions.append(f"{os.path.basename(name)}  {'hit' if rows[i]['hit'] else 'miss'}"
+                            f"  d={rows[i]['distance']:.3f}")
+        os.makedirs(os.path.dirname(os.path.abspath(args.sheet)), exist_ok=True)
+        report.contact_sheet(tiles, captions=captions).save(args.sheet)
+        result["sheet"] = args.sheet
     result.update(workdir=args.workdir, step=step, csv=args.csv, image_size=size,
                   skipped_images=len(images.skipped))
     print(json.dumps(result))

@@ -19,8 +19,8 @@ and size).
 
 --draw OUT_DIR writes one PNG per photo, S high and 2S wide: on the left the resized photo
 with the predicted square (red), on the right the evidence map - the maximum over the four
-edge maps (top, bottom, left, right) of `localiser.edge_evidence` of the model's logits, or of
-`physics.edge_evidence` - at the same S x S, min-max scaled and coloured with matplotlib's
+edge maps (top, bottom, left, right), `evaluation.evidence_maps`: the model's evidence or
+the physics baseline's - at the same S x S, min-max scaled and coloured with matplotlib's
 "inferno" (bright: evidence for a square's edge).
 
 The last line of standard output is one JSON object: n (photos located), skipped
@@ -36,7 +36,7 @@ import os
 import sys
 
 DEFAULT_PHYSICS_SIZE = 800
-CHUNK = 16  # photos per locate_squares call (each call compiles once; bounds memory)
+CHUNK = 16  # photos decoded and held at once (bounds memory)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,28 +82,6 @@ def _photo_paths(target: str) -> tuple[list[str], str | None]:
     return [target], None
 
 
-def _evidence_fn(model):
-    """A jitted images uint8[B, S, S, 3] -> float32[B, S, S]: the max over the four edge
-    evidence maps (boundaries cropped to pixels: boundary i is the top of pixel i)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from anomaly_jax import localiser, physics
-    if model is None:
-        def one(image):
-            return physics.edge_evidence(image)
-        run = jax.jit(lambda x: jax.vmap(one)(x).max(axis=1)[:, :-1, :-1])
-        return run
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def run_model(params, x):
-        logits = nnx.merge(graphdef, params)(x)
-        return jax.vmap(localiser.edge_evidence)(logits).max(axis=1)[:, :-1, :-1]
-    return lambda x: run_model(params, jnp.asarray(x))
-
-
 def _heat(evidence):
     """float32[S, S] -> uint8[S, S, 3]: min-max scaled, matplotlib's "inferno"."""
     import matplotlib
@@ -135,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from anomaly_jax import data, models, report
     from anomaly_jax.errors import USER_ERRORS, exit_code
-    from anomaly_jax.evaluation import locate_squares
+    from anomaly_jax.evaluation import evidence_maps, locate_squares
     from anomaly_jax.train import restore_params
 
     model, step = None, None
@@ -155,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return exit_code(e)
 
-    evidence_fn = _evidence_fn(model) if args.draw else None
     if args.draw:
         os.makedirs(args.draw, exist_ok=True)
     out = open(args.csv, "w", newline="") if args.csv else sys.stdout
@@ -167,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal n, drawn
         batch = np.stack([image for _, image, _ in chunk])
         found = locate_squares(model, batch)
-        evidence = np.asarray(evidence_fn(batch)) if evidence_fn else None
+        evidence = evidence_maps(model, batch) if args.draw else None
         if n == 0:
             writer.writerow(["img_path", "x", "y", "r", "score"])
         for k, (path, image, (height, width)) in enumerate(chunk):
@@ -177,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow([path, _pixels(row, height, size), _pixels(col, width, size),
                              _pixels(half, height, size), f"{float(found['score'][k]):.6g}"])
             if evidence is not None:
-                boxed = report.draw_squares(image, None, (row / size, col / size), float(half))
+                boxed = report.draw_squares(image, None, (row / size, col / size),
+                                            float(half), float(half))
                 canvas = np.concatenate([np.asarray(boxed), _heat(evidence[k])], axis=1)
                 Image.fromarray(canvas).save(os.path.join(args.draw,
                                                           _draw_name(path, folder)))
