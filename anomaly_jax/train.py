@@ -152,6 +152,8 @@ def prepare_inputs(task: Task, batch: Mapping[str, jax.Array], tables: Mapping[s
         images, lab = corruptions.alter_batch(
             c.kind, images, example_keys(corrupt_key, ids, step),
             p_altered=c.p_altered, overflow=c.overflow, box_size=c.box_size)
+        if c.jpeg_quality:  # as the seed's photos were saved after the alteration
+            images = jpeg.jpeg_roundtrip_batch(images, c.jpeg_quality)
         labels = {k: lab[k] for k in ("center", "half_size_norm", "altered")}
         # As the seed fed them: r in pixels and the ratio, unscaled.
         features = jnp.stack([lab["half_size"].astype(jnp.float32), lab["ratio"]], axis=-1)

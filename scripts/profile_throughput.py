@@ -295,6 +295,36 @@ def measure_landscapes(size: int, n: int, steps: int) -> float | None:
     return n / seconds
 
 
+def measure_jpeg(images: np.ndarray, quality: int, repeats: int) -> tuple[float, float]:
+    """(ours, Pillow) images/s of a JPEG round trip at `quality`: ours jitted over the whole
+    batch with the input donated; Pillow's save + open one image at a time, as a pipeline
+    writing and reading JPEGs would. Medians over `repeats`, compile excluded."""
+    import io
+
+    from PIL import Image
+
+    from anomaly_jax.jpeg import jpeg_roundtrip_batch
+    fn = jax.jit(jpeg_roundtrip_batch, donate_argnums=0)
+    q = jnp.int32(quality)
+    jax.block_until_ready(fn(jax.device_put(images), q))  # compile
+    ours, peer = [], []
+    for _ in range(repeats):
+        batch = jax.block_until_ready(jax.device_put(images))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(batch, q))
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for image in images:
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, "JPEG", quality=quality)
+            buf.seek(0)
+            with Image.open(buf) as im:
+                np.asarray(im.convert("RGB"))
+        peer.append(time.perf_counter() - t0)
+    n = len(images)
+    return n / statistics.median(ours), n / statistics.median(peer)
+
+
 def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     c, size, batch = config.corruption, config.data.image_size, args.batch
     steps = args.steps or 10
@@ -323,11 +353,25 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     if land is not None:
         log(f"  landscapes({n_land}, {size}x{size}):  {land:10.1f} images/s  "
             f"{land * size * size * 3 / 1e9:6.2f} GB/s written")
+    quality = c.jpeg_quality or 75
+    n_jpeg = min(batch, 16)
+    jpeg_images = np.asarray(
+        np.random.default_rng(1).integers(0, 256, (n_jpeg, size, size, 3), dtype=np.uint8))
+    if size >= 64:  # photo-like content: JPEG time depends on it (noise is the worst case)
+        from anomaly_jax.synthetic import landscapes
+        jpeg_images = np.asarray(landscapes(jax.random.key(2), n_jpeg, size, size))
+    jpeg_ips, pillow_ips = measure_jpeg(jpeg_images, quality, max(3, steps // 3))
+    log(f"  jpeg round trip q{quality} (b{n_jpeg}, donated): {jpeg_ips:10.1f} images/s; "
+        f"Pillow save+open one by one: {pillow_ips:10.1f} images/s "
+        f"({jpeg_ips / pillow_ips:.2f}x)")
     rows = [row(f"corrupt {c.kind} {size}px b{batch}, donated", {"images_per_s": ips,
                 "gb_per_s": ips * gb_per_image}, peer_images_per_s=peer,
                 ratio=ips / peer if peer else None),
             row(f"corrupt {c.kind} {size}px b{batch}, not donated",
                 {"images_per_s": ips_copy, "gb_per_s": ips_copy * gb_per_image})]
+    rows.append(row(f"jpeg round trip q{quality} {size}px b{n_jpeg}, donated",
+                    {"images_per_s": jpeg_ips}, peer_images_per_s=pillow_ips,
+                    ratio=jpeg_ips / pillow_ips))
     if land is not None:
         rows.append(row(f"landscapes {size}px x{n_land}", {"images_per_s": land}))
     return {
@@ -341,6 +385,10 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         "peer_numpy_images_per_s": peer,
         "ratio_vs_numpy": round(ips / peer, 2) if peer else None,
         "landscapes_images_per_s": round(land, 2) if land is not None else None,
+        "jpeg_quality": quality,
+        "jpeg_images_per_s": round(jpeg_ips, 2),
+        "pillow_jpeg_images_per_s": round(pillow_ips, 2),
+        "jpeg_ratio_vs_pillow": round(jpeg_ips / pillow_ips, 3),
     }
 
 
