@@ -3,7 +3,8 @@
 One example from one clean image and one key (`crop_example`):
 
 1. a random crop of `crop` x `crop` pixels at native scale, inside the image's valid region
-   (clean images of different sizes share one padded table; `valid_hw` says how much is real);
+   (clean images of different sizes share one padded table; `valid_hw` says how much is real),
+   optionally cut larger and shrunk by a random factor in [min_scale, 1];
 2. random flips and a transpose (a square stays a square);
 3. exposure and gamma jitter, *before* the alteration, so that bright areas exist and wrap
    under the seed's uint8 rule as they did in seed 1's photos;
@@ -20,6 +21,7 @@ What a researcher may change: the jitter ranges and the half-size range in `Crop
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,14 @@ class CropParams:
     gamma_range: tuple[float, float] = (0.7, 1.4)
     overflow: str = "wrap"
     jpeg_quality: int = 75
+    # Crops are shrunk by a factor drawn in [min_scale, 1] (antialiased): photos resized down
+    # to 800x800, as seed 1's were, pack more texture per pixel than native-scale ones.
+    min_scale: float = 1.0
+
+    @property
+    def window(self) -> int:
+        """Side of the region cut from the clean image before it is shrunk to `crop`."""
+        return int(math.ceil(self.crop / self.min_scale))
 
 
 def random_crop(image: jax.Array, valid_hw: jax.Array, key: jax.Array, crop: int) -> jax.Array:
@@ -45,6 +55,16 @@ def random_crop(image: jax.Array, valid_hw: jax.Array, key: jax.Array, crop: int
     row = jax.random.randint(k_row, (), 0, valid_hw[0] - crop + 1)
     col = jax.random.randint(k_col, (), 0, valid_hw[1] - crop + 1)
     return jax.lax.dynamic_slice(image, (row, col, 0), (crop, crop, 3))
+
+
+def shrink(image: jax.Array, key: jax.Array, crop: int, min_scale: float) -> jax.Array:
+    """uint8[S, S, 3] -> uint8[crop, crop, 3]: the top-left crop/scale pixels shrunk by a
+    factor `scale` uniform in [min_scale, 1] (triangle filter, antialiased)."""
+    scale = jax.random.uniform(key, (), jnp.float32, min_scale, 1.0)
+    out = jax.image.scale_and_translate(
+        image.astype(jnp.float32), (crop, crop, 3), (0, 1), jnp.stack([scale, scale]),
+        jnp.zeros(2, jnp.float32), method="linear", antialias=True)
+    return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
 
 
 def flip_transpose(image: jax.Array, key: jax.Array) -> jax.Array:
@@ -81,8 +101,12 @@ def sample_crop_square(key: jax.Array, crop: int, half_size_range) -> tuple[jax.
 def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropParams
                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One training example: (image uint8[C, C, 3], targets bool[C, C, 4], altered bool[])."""
-    keys = jax.random.split(key, 6)
-    x = random_crop(image, valid_hw, keys[0], p.crop)
+    keys = jax.random.split(key, 7)
+    if p.min_scale < 1.0:
+        x = shrink(random_crop(image, valid_hw, keys[0], p.window), keys[6], p.crop,
+                   p.min_scale)
+    else:
+        x = random_crop(image, valid_hw, keys[0], p.crop)
     x = flip_transpose(x, keys[1])
     x = exposure_gamma(x, keys[2], p.exposure_range, p.gamma_range)
     center, r = sample_crop_square(keys[3], p.crop, p.half_size_range)

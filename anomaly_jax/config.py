@@ -31,6 +31,8 @@ class DataConfig:
     # validation and inference still see whole images.
     crop_size: int = 0
     crops_per_image: int = 1  # crops of each training image per epoch
+    # Dense localiser only: crops are shrunk by a random factor in [min_scale, 1] (1 = off).
+    min_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +192,8 @@ def validate(config: Config) -> None:
         if not 0 <= c.data.crop_size <= c.data.image_size or 0 < c.data.crop_size < 32:
             raise ConfigError(f"data.crop_size={c.data.crop_size}: expected 0 or 32.."
                               f"{c.data.image_size} (data.image_size)")
+        if not 0.25 <= c.data.min_scale <= 1.0:
+            raise ConfigError(f"data.min_scale={c.data.min_scale}: expected 0.25..1")
         if c.data.crops_per_image < 1:
             raise ConfigError("data.crops_per_image: expected a positive integer")
         if c.model.width < 1:

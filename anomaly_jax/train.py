@@ -83,7 +83,7 @@ def make_task(config: Config) -> Task:
         c = config.corruption
         crop = augment.CropParams(crop=config.data.crop_size or config.data.image_size,
                                   p_altered=c.p_altered, overflow=c.overflow,
-                                  jpeg_quality=c.jpeg_quality)
+                                  jpeg_quality=c.jpeg_quality, min_scale=config.data.min_scale)
     return Task(corruption=config.corruption,
                 detect=config.model.name == "white_box_net",
                 labelled=config.data.source == "csv",
@@ -394,14 +394,18 @@ def _dense_training_set(config: Config, task: Task, image_set: data.ImageSet,
     n = len(image_set.names)
     if config.data.package_photos:
         image_set, added = data.add_package_photos(image_set, config.data.image_size,
-                                                   task.crop.crop)
+                                                   task.crop.window)
         splits = dict(splits, train=np.concatenate(
             [splits["train"], np.arange(n, n + added, dtype=np.int32)]))
     if image_set.valid_hw is not None:
-        small = image_set.valid_hw.min(axis=1) < task.crop.crop
+        small = image_set.valid_hw.min(axis=1) < task.crop.window
         if small.any():
-            raise ConfigError(f"data.crop_size={task.crop.crop}: larger than "
-                              f"{image_set.names[int(np.argmax(small))]}")
+            raise ConfigError(f"data.crop_size={task.crop.crop} / data.min_scale="
+                              f"{task.crop.min_scale}: needs {task.crop.window} pixels, more "
+                              f"than {image_set.names[int(np.argmax(small))]} has")
+    if task.crop.window > config.data.image_size:
+        raise ConfigError(f"data.crop_size / data.min_scale: a {task.crop.window}-pixel window "
+                          f"does not fit data.image_size={config.data.image_size}")
     cpi = task.crops_per_image
     crop_ids = (splits["train"][:, None] * cpi + np.arange(cpi, dtype=np.int32)).reshape(-1)
     return image_set, dict(splits, train=crop_ids.astype(np.int32))

@@ -167,3 +167,14 @@ def test_localiser_run_resumes_bit_for_bit(tmp_path):
     assert resumed["params_sha256"] == whole["params_sha256"]
     lines = [json.loads(x) for x in open(tmp_path / "whole" / "metrics.jsonl")]
     assert {"val_distance", "val_hit_rate", "val_loss"} <= set(lines[-1])
+
+
+def test_shrink_at_scale_one_is_the_crop_and_smaller_scales_shrink():
+    image = jnp.asarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8))
+    same = augment.shrink(image, jax.random.key(0), 32, 1.0)
+    assert bool((same == image[:32, :32]).all())  # scale 1: the top-left crop, bit for bit
+    flat = jnp.full((64, 64, 3), 77, jnp.uint8).at[:, 32:].set(177)
+    half = augment.shrink(flat, jax.random.key(0), 32, 0.5)
+    # The 77|177 boundary at column 32 moves to column 32 * scale (scale in [0.5, 1]).
+    edge = int(np.argmax(np.asarray(half[5, :, 0]) > 127))
+    assert 16 <= edge <= 32 and half.shape == (32, 32, 3)
