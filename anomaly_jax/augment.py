@@ -7,7 +7,8 @@ One example from one clean image and one key (`crop_example`):
    optionally cut larger and shrunk by a random factor in [min_scale, 1];
 2. random flips and a transpose (a square stays a square);
 3. exposure and gamma jitter, *before* the alteration, so that bright areas exist and wrap
-   under the seed's uint8 rule as they did in seed 1's photos;
+   under the seed's uint8 rule as they did in seed 1's photos; optionally decoy frames (flat
+   bands on the crop's sides, as framed photos have), whose straight edges are not a square's;
 4. with probability `p_altered`, a discolor square (ratio uniform in [1.05, 1.15], seed 1's
    wrap rule) placed so that it meets the crop, with a log-uniform half-size, so crops show
    edges, corners and whole squares of every size the seed drew (30..350 px at 800);
@@ -42,6 +43,10 @@ class CropParams:
     # Crops are shrunk by a factor drawn in [min_scale, 1] (antialiased): photos resized down
     # to 800x800, as seed 1's were, pack more texture per pixel than native-scale ones.
     min_scale: float = 1.0
+    # Decoys: with this probability, flat-coloured bands (black, white or any colour, up to a
+    # third of the crop) on some of its sides - the frames and borders real photos have.
+    # Their long straight edges must not read as a square's.
+    p_frame: float = 0.0
 
     @property
     def window(self) -> int:
@@ -65,6 +70,24 @@ def shrink(image: jax.Array, key: jax.Array, crop: int, min_scale: float) -> jax
         image.astype(jnp.float32), (crop, crop, 3), (0, 1), jnp.stack([scale, scale]),
         jnp.zeros(2, jnp.float32), method="linear", antialias=True)
     return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+
+
+def add_frame(image: jax.Array, key: jax.Array, p_frame: float) -> jax.Array:
+    """uint8[C, C, 3] -> uint8[C, C, 3] with, with probability p_frame, a flat band on each
+    side independently (probability 1/2, width uniform in [1, C/3]), one colour for all."""
+    c = image.shape[0]
+    k_on, k_sides, k_width, k_kind, k_colour = jax.random.split(key, 5)
+    on = jax.random.uniform(k_on, ()) < p_frame
+    sides = jax.random.bernoulli(k_sides, 0.5, (4,)) & on
+    width = jax.random.randint(k_width, (4,), 1, c // 3 + 1)
+    kind = jax.random.randint(k_kind, (), 0, 3)  # black, white, any colour
+    colour = jnp.where(kind == 0, 0, jnp.where(
+        kind == 1, 255, jax.random.randint(k_colour, (3,), 0, 256))).astype(jnp.uint8)
+    idx = jnp.arange(c)
+    rows = (sides[0] & (idx < width[0])) | (sides[1] & (idx >= c - width[1]))
+    cols = (sides[2] & (idx < width[2])) | (sides[3] & (idx >= c - width[3]))
+    band = rows[:, None] | cols[None, :]
+    return jnp.where(band[..., None], colour, image)
 
 
 def flip_transpose(image: jax.Array, key: jax.Array) -> jax.Array:
@@ -109,6 +132,9 @@ def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropP
         x = random_crop(image, valid_hw, keys[0], p.crop)
     x = flip_transpose(x, keys[1])
     x = exposure_gamma(x, keys[2], p.exposure_range, p.gamma_range)
+    if p.p_frame > 0:
+        # Before the alteration, as a framed photo's border is altered with the rest.
+        x = add_frame(x, jax.random.fold_in(keys[1], 1), p.p_frame)
     center, r = sample_crop_square(keys[3], p.crop, p.half_size_range)
     ratio = jax.random.uniform(keys[4], (), jnp.float32, *p.ratio_range)
     altered = jax.random.uniform(keys[5], ()) < p.p_altered

@@ -33,6 +33,8 @@ class DataConfig:
     crops_per_image: int = 1  # crops of each training image per epoch
     # Dense localiser only: crops are shrunk by a random factor in [min_scale, 1] (1 = off).
     min_scale: float = 1.0
+    # Dense localiser only: probability of decoy frames (flat bands on a crop's sides).
+    p_frame: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +196,8 @@ def validate(config: Config) -> None:
                               f"{c.data.image_size} (data.image_size)")
         if not 0.25 <= c.data.min_scale <= 1.0:
             raise ConfigError(f"data.min_scale={c.data.min_scale}: expected 0.25..1")
+        if not 0.0 <= c.data.p_frame <= 1.0:
+            raise ConfigError(f"data.p_frame={c.data.p_frame}: expected 0..1")
         if c.data.crops_per_image < 1:
             raise ConfigError("data.crops_per_image: expected a positive integer")
         if c.model.width < 1:

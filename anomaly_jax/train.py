@@ -83,7 +83,8 @@ def make_task(config: Config) -> Task:
         c = config.corruption
         crop = augment.CropParams(crop=config.data.crop_size or config.data.image_size,
                                   p_altered=c.p_altered, overflow=c.overflow,
-                                  jpeg_quality=c.jpeg_quality, min_scale=config.data.min_scale)
+                                  jpeg_quality=c.jpeg_quality, min_scale=config.data.min_scale,
+                                  p_frame=config.data.p_frame)
     return Task(corruption=config.corruption,
                 detect=config.model.name == "white_box_net",
                 labelled=config.data.source == "csv",

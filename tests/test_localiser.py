@@ -178,3 +178,22 @@ def test_shrink_at_scale_one_is_the_crop_and_smaller_scales_shrink():
     # The 77|177 boundary at column 32 moves to column 32 * scale (scale in [0.5, 1]).
     edge = int(np.argmax(np.asarray(half[5, :, 0]) > 127))
     assert 16 <= edge <= 32 and half.shape == (32, 32, 3)
+
+
+def test_decoy_frames_are_flat_bands_on_the_sides_and_leave_targets_alone():
+    image = jnp.asarray(np.random.default_rng(4).integers(60, 200, (48, 48, 3), np.uint8))
+    none = augment.add_frame(image, jax.random.key(0), 0.0)
+    assert bool((none == image).all())
+    changed_any = False
+    for i in range(6):
+        out = np.asarray(augment.add_frame(image, jax.random.key(i), 1.0))
+        diff = (out != np.asarray(image)).any(-1)
+        changed_any |= bool(diff.any())
+        if diff.any():  # one flat colour, touching the crop's border
+            colours = np.unique(out[diff], axis=0)
+            assert len(colours) == 1
+            assert diff[0].any() or diff[-1].any() or diff[:, 0].any() or diff[:, -1].any()
+    assert changed_any
+    p = augment.CropParams(crop=32, p_altered=0.0, jpeg_quality=0, p_frame=1.0)
+    _, targets, _ = augment.crop_example(image, jnp.array([48, 48]), jax.random.key(3), p)
+    assert not bool(targets.any())  # a frame is not a square
