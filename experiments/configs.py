@@ -43,21 +43,23 @@ def _seed2(name: str, source: str) -> Config:
 def _localiser(name: str) -> Config:
     """Issue 7's dense localiser: full-resolution edge maps, decoded as a square.
 
-    Trains on fresh alterations every step of 128x128 native-scale crops (flips, exposure and
-    gamma jitter before the alteration, JPEG q75 after, 20% left clean) of the procedural
-    landscapes plus the training split of the photos shipped in the scikit-image/scikit-learn
-    wheels; validates on whole 800x800 landscapes altered as seed 1 did (wrap, JPEG q75),
-    decoded within seed 1's prior. Sized to finish in under 45 minutes on 2 CPU cores.
+    Trains on fresh alterations every step of 128x128 crops (cut up to 256 px wide and shrunk
+    by a factor in [0.5, 1], as seed 1's photos were resized down; flips, exposure and gamma
+    jitter and, 30% of the time, decoy frames before the alteration; JPEG q75 after; 20% left
+    clean) of the procedural landscapes plus the training split of the photos shipped in the
+    scikit-image/scikit-learn wheels; validates on whole 800x800 landscapes altered as seed 1
+    did (wrap, JPEG q75), decoded within seed 1's prior. Sized to finish in about half an
+    hour on 2 CPU cores.
     """
     return Config(
         name=name,
-        data=DataConfig(source="landscapes", image_size=800, num_images=72, val_fraction=0.125,
+        data=DataConfig(source="landscapes", image_size=800, num_images=48, val_fraction=0.125,
                         test_fraction=0.0, package_photos=True, crop_size=128,
-                        crops_per_image=24),
+                        crops_per_image=24, min_scale=0.5, p_frame=0.3),
         corruption=CorruptionConfig(kind="discolor", overflow="wrap", p_altered=0.8,
                                     resample="per_step", jpeg_quality=75),
         model=ModelConfig(name="localiser", width=16),
-        train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=16, epochs=12, log_every=20,
+        train=TrainConfig(optimizer="adam", lr=2e-3, batch_size=16, epochs=24, log_every=20,
                           schedule="cosine", warmup_steps=100),
         checkpoint=CheckpointConfig(every_steps=100, keep=3),
     )
