@@ -3,14 +3,16 @@
     python -m scripts.profile_throughput --config cnn_lowlr --stage all --peers
     python -m scripts.profile_throughput --config whitebox_photos --stage train --k 1,8
     python -m scripts.profile_throughput --stage train --trace /tmp/trace
+    python -m scripts.profile_throughput --config localiser --stage locate
     python -m scripts.profile_throughput --stage corrupt --config whitebox_black --set corruption.kind=scramble
 
 Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs them in order):
   input    cold JPEG decode (grain) vs. batches from the decoded-once cache (scripts/bench_input)
-  corrupt  the on-device alteration alone, vs. the numpy peer
+  corrupt  the on-device alteration alone, vs. the numpy peer; the JPEG round trip vs. Pillow
   train    the real pmapped train step (anomaly_jax.train), for each K of --k, vs. the torch peer
   eval     the pmapped eval step
   epoch    two epochs through train_and_evaluate on a seed-format folder, vs. the torch pipeline
+  locate   one photo's square: the exhaustive search, the physics baseline, the localiser
 
 Every timed figure is the median of --repeats timed runs, each of --steps steps, after
 warm-up and ahead-of-time compilation, the device synchronised at the end of each run. FLOPs
@@ -712,6 +714,48 @@ def stage_input(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     return fig
 
 
+# ----------------------------------------------------------------------------- stage: locate
+
+
+def stage_locate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Finding one square in one photo at the config's size: the exhaustive square search
+    alone, the physics baseline (evidence + search), and the dense localiser (forward +
+    search; random weights: the cost does not depend on them). Per image, as
+    `evaluation.locate_squares` runs them; median of `--repeats` calls after a warm-up."""
+    from flax import nnx
+
+    from anomaly_jax import localiser, physics, squares
+    size = config.data.image_size
+    prior = squares.SquarePrior.seed(size, size)
+    image = np.asarray(jax.random.randint(jax.random.key(0), (1, size, size, 3), 60, 200),
+                       np.uint8)
+    edges = jnp.asarray(np.random.default_rng(0).normal(size=(4, size + 1, size + 1)),
+                        jnp.float32)
+    search = jax.jit(lambda e: squares.best_square(e, prior, 0.0))
+    phys = jax.jit(lambda x: physics.locate(x, prior))
+    model = localiser.LocaliserNet(width=config.model.width, rngs=nnx.Rngs(params=0))
+    graphdef, params = nnx.split(model)
+    dense = jax.jit(lambda p, x: localiser.decode(nnx.merge(graphdef, p)(x), prior))
+    repeats = max(3, args.repeats)
+    figures = {}
+    for name, call in (("search", lambda: search(edges)), ("physics", lambda: phys(image)),
+                       ("localiser", lambda: dense(params, image))):
+        seconds, _ = time_calls(lambda _: call(), None, repeats, warmup=1)
+        figures[name] = seconds
+        log(f"  locate {name:10s} {size}px: {seconds * 1e3:8.1f} ms/image")
+    n_candidates = sum((prior.row_hi - prior.row_lo + 1) * (prior.col_hi - prior.col_lo + 1)
+                       for _ in range(prior.r_min, prior.r_max + 1))
+    rows = [row(f"locate: square search alone {size}px ({n_candidates / 1e6:.1f} M candidates)",
+                {"images_per_s": 1 / figures["search"], "seconds": figures["search"]}),
+            row(f"locate: physics baseline {size}px",
+                {"images_per_s": 1 / figures["physics"], "seconds": figures["physics"]}),
+            row(f"locate: localiser width {config.model.width} {size}px",
+                {"images_per_s": 1 / figures["localiser"], "seconds": figures["localiser"]})]
+    return {ROWS: rows, "stage": "locate", "image_size": size, "device": device_name(),
+            "search_s": round(figures["search"], 4), "physics_s": round(figures["physics"], 4),
+            "localiser_s": round(figures["localiser"], 4), "candidates": n_candidates}
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -763,6 +807,7 @@ STAGES: dict[str, Callable[[Config, argparse.Namespace], dict[str, Any]]] = {
     "train": stage_train,
     "eval": stage_eval,
     "epoch": stage_epoch,
+    "locate": stage_locate,
 }
 
 
