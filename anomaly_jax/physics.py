@@ -28,7 +28,8 @@ The decoder (`anomaly_jax.squares`) then scores each candidate by the z-score of
 perimeter sum (`power=0.5`). The best square's score doubles as an "altered or not" score.
 
 What a researcher may change: the constants of `PhysicsParams`. On seed1_dev (40 photos) the
-defaults give hit rate 0.675; without the too_big rule 0.525, without the wrap rule 0.45
+defaults give hit rate 0.675; without the too_big rule 0.525, with neither too_big nor the
+wrap rule 0.45
 (`python -m scripts.evaluate --method physics --csv ../shared/seed1_dev/labels.csv`).
 """
 from __future__ import annotations
