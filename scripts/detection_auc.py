@@ -37,18 +37,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+from scripts.locator_args import add_locator_args, load_dense_run, locator_usage_error
+
 DEFAULT_SIZE = 800
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.detection_auc", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=("model", "physics"), default="model",
-                   help="model: a trained localiser run (--workdir); physics: no training")
-    p.add_argument("--workdir", help="a localiser run directory with checkpoints/")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"side of every image (default {DEFAULT_SIZE})")
+    add_locator_args(p, workdir_help="a localiser run directory with checkpoints/",
+                     size_help=f"side every photo is resized to (default {DEFAULT_SIZE})",
+                     size_default=DEFAULT_SIZE)
     p.add_argument("--landscapes", type=int, default=16,
                    help="procedural landscapes added to the package photos (default 16)")
     p.add_argument("--copies", type=int, default=4,
@@ -63,14 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
-    if args.method == "model" and not args.workdir:
-        return "--workdir: required with --method model (or use --method physics)"
-    if args.method == "physics" and args.workdir:
-        return "--workdir: not used by --method physics (it needs no trained run)"
-    if args.method == "physics" and args.step is not None:
-        return "--step: only with --method model"
-    if args.size < 16:
-        return f"--size {args.size}: expected at least 16"
+    problem = locator_usage_error(args)
+    if problem:
+        return problem
     if args.landscapes < 0 or args.copies < 1:
         return "--landscapes must be >= 0 and --copies >= 1"
     if not 1 <= args.quality <= 100:
@@ -140,20 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import numpy as np
 
-    from anomaly_jax import models, synthetic
+    from anomaly_jax import synthetic
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import localisation_report, locate_squares, roc_auc
-    from anomaly_jax.train import restore_params
 
     model, step = None, None
     try:
         if args.method == "model":
-            config, model, step = restore_params(args.workdir, args.step)
-            if not models.is_dense(config.model.name):
-                print(f"error: {args.workdir} is a {config.model.name} run; detection_auc "
-                      "needs a localiser run (model.name=localiser) or --method physics",
-                      file=sys.stderr)
+            loaded = load_dense_run(args, "detection_auc")
+            if isinstance(loaded, str):
+                print(f"error: {loaded}", file=sys.stderr)
                 return 2
+            config, model, step = loaded
             if config.seed == args.seed and config.data.source == "landscapes":
                 print(f"error: --seed {args.seed} is the run's own seed: its landscapes are "
                       "the ones it trained on; pick another", file=sys.stderr)

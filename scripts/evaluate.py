@@ -34,21 +34,17 @@ import json
 import os
 import sys
 
-DEFAULT_PHYSICS_SIZE = 800
+from scripts.locator_args import DEFAULT_PHYSICS_SIZE, add_locator_args, locator_usage_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=("model", "physics"), default="model",
-                   help="model: a trained run (--workdir); physics: the no-training baseline")
-    p.add_argument("--workdir", help="a run directory with checkpoints/ (--method model)")
+    add_locator_args(p, workdir_help="a run directory with checkpoints/ (--method model)",
+                     size_help=f"side the images are resized to (physics: default "
+                               f"{DEFAULT_PHYSICS_SIZE}; localiser runs: default the run's "
+                               "data.image_size; not for seed models)")
     p.add_argument("--csv", required=True, help="seed-format labels.csv")
-    p.add_argument("--size", type=int,
-                   help=f"side the images are resized to (physics: default "
-                        f"{DEFAULT_PHYSICS_SIZE}; localiser runs: default the run's "
-                        "data.image_size; not for seed models)")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     p.add_argument("--per-image", metavar="OUT_CSV", help="write one row per image here")
     p.add_argument("--draw", metavar="DIR", help="write images with both squares drawn here")
     p.add_argument("--sheet", metavar="PNG",
@@ -57,22 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _usage_error(args: argparse.Namespace) -> str | None:
-    """The one-line problem with the arguments themselves, or None."""
-    if args.method == "model" and not args.workdir:
-        return "--workdir: required with --method model (or use --method physics)"
-    if args.method == "physics" and args.workdir:
-        return "--workdir: not used by --method physics (it needs no trained run)"
-    if args.method == "physics" and args.step is not None:
-        return "--step: only with --method model"
-    if args.size is not None and args.size < 16:
-        return f"--size {args.size}: expected at least 16"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = _usage_error(args)
+    problem = locator_usage_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

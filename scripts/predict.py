@@ -35,7 +35,8 @@ import json
 import os
 import sys
 
-DEFAULT_PHYSICS_SIZE = 800
+from scripts.locator_args import (DEFAULT_PHYSICS_SIZE, add_locator_args, load_dense_run,
+                                  locator_usage_error)
 CHUNK = 16  # photos decoded and held at once (bounds memory)
 
 
@@ -43,29 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("photos", metavar="PHOTO_OR_FOLDER", help="an image file or a folder")
-    p.add_argument("--method", choices=("model", "physics"), default="model",
-                   help="model: a trained localiser run (--workdir); physics: no training")
-    p.add_argument("--workdir", help="a localiser run directory with checkpoints/")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
-    p.add_argument("--size", type=int,
-                   help=f"side the photos are resized to (default: the run's data.image_size; "
-                        f"physics: {DEFAULT_PHYSICS_SIZE})")
+    add_locator_args(p, workdir_help="a localiser run directory with checkpoints/",
+                     size_help=f"side the photos are resized to (default: the run's "
+                               f"data.image_size; physics: {DEFAULT_PHYSICS_SIZE})")
     p.add_argument("--csv", metavar="OUT_CSV", help="write the rows here instead of stdout")
     p.add_argument("--draw", metavar="OUT_DIR",
                    help="write each photo with its square and evidence map here (PNG)")
     return p.parse_args(argv)
-
-
-def _usage_error(args: argparse.Namespace) -> str | None:
-    if args.method == "model" and not args.workdir:
-        return "--workdir: required with --method model (or use --method physics)"
-    if args.method == "physics" and args.workdir:
-        return "--workdir: not used by --method physics (it needs no trained run)"
-    if args.method == "physics" and args.step is not None:
-        return "--step: only with --method model"
-    if args.size is not None and args.size < 16:
-        return f"--size {args.size}: expected at least 16"
-    return None
 
 
 def _photo_paths(target: str) -> tuple[list[str], str | None]:
@@ -104,27 +89,25 @@ def _draw_name(path: str, folder: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = _usage_error(args)
+    problem = locator_usage_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     import numpy as np
     from PIL import Image
 
-    from anomaly_jax import data, models, report
+    from anomaly_jax import data, report
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import evidence_maps, locate_squares
-    from anomaly_jax.train import restore_params
 
     model, step = None, None
     try:
         if args.method == "model":
-            config, model, step = restore_params(args.workdir, args.step)
-            if not models.is_dense(config.model.name):
-                print(f"error: {args.workdir} is a {config.model.name} run; predict needs a "
-                      "localiser run (model.name=localiser) or --method physics",
-                      file=sys.stderr)
+            loaded = load_dense_run(args, "predict")
+            if isinstance(loaded, str):
+                print(f"error: {loaded}", file=sys.stderr)
                 return 2
+            config, model, step = loaded
             size = args.size or config.data.image_size
         else:
             size = args.size or DEFAULT_PHYSICS_SIZE
