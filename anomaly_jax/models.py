@@ -36,8 +36,9 @@ from jax import lax
 
 from anomaly_jax.localiser import LocaliserNet
 
-MODEL_NAMES = ("seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net",
-               "localiser")
+# The seeds' models (image -> two numbers); the dense localiser is in anomaly_jax.localiser.
+SEED_MODEL_NAMES = ("seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net")
+MODEL_NAMES = SEED_MODEL_NAMES + ("localiser",)
 IMPLS = ("fast", "plain")
 DTYPES = ("float32", "bfloat16")
 _FUSION_OF = {

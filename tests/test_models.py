@@ -32,7 +32,7 @@ def abstract(name: str, size: int, **kw):
     return nnx.eval_shape(lambda: M.make_model(name, size, rngs=nnx.Rngs(0), **kw))
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", M.SEED_MODEL_NAMES)
 def test_param_counts_match_torch(name):
     if name == "white_box_net":
         assert M.num_params(abstract(name, 64)) == torch_white_box_params(64) == 4922
@@ -49,7 +49,8 @@ def test_seed_cnn_800_output_shape_abstract():
 
 
 def test_names_and_errors():
-    assert [M.uses_features(n) for n in M.MODEL_NAMES] == [False, True, True, True, False]
+    assert [M.uses_features(n) for n in M.MODEL_NAMES] == [False, True, True, True, False, False]
+    assert [M.is_dense(n) for n in M.MODEL_NAMES] == [False] * 5 + [True]
     with pytest.raises(ValueError, match="seed_cnn"):
         M.make_model("resnet", 64, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="multiple of 16"):
@@ -76,7 +77,7 @@ def inputs(b, size, seed=0):
     return x, f
 
 
-@pytest.mark.parametrize("name", M.MODEL_NAMES)
+@pytest.mark.parametrize("name", M.SEED_MODEL_NAMES)
 def test_shapes_and_all_params(name):
     model = M.make_model(name, 64, rngs=nnx.Rngs(0))
     x, f = inputs(3, 64)
