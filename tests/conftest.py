@@ -30,3 +30,25 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+# A tiny run of the real `localiser` config (JPEG, shrink, frames, per-step alterations) at
+# 64x64: 8 images, 1 validates, 7 train x 2 crops = 14 crop ids -> 3 steps of 4. Trained once
+# per session; tests/test_localiser.py checks a resume against it, the script tests use it.
+LOCALISER_RUN = ["data.image_size=64", "data.num_images=8", "data.package_photos=false",
+                 "data.crop_size=32", "data.crops_per_image=2", "train.batch_size=4",
+                 "train.epochs=1", "train.schedule=constant", "checkpoint.every_steps=0",
+                 "train.log_every=1"]
+
+
+@pytest.fixture(scope="session")
+def localiser_run(tmp_path_factory):
+    """(config, workdir, summary) of the session's tiny localiser run."""
+    from anomaly_jax import train
+    from anomaly_jax.config import apply_overrides
+    from experiments.configs import get_config
+
+    config = apply_overrides(get_config("localiser"), LOCALISER_RUN)
+    workdir = tmp_path_factory.mktemp("localiser_run")
+    summary = train.train_and_evaluate(config, str(workdir), progress=False)
+    return config, str(workdir), summary

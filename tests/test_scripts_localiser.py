@@ -1,6 +1,6 @@
 """scripts.evaluate / predict / detection_auc with the dense localiser and the physics baseline.
 
-One tiny localiser run (64x64 landscapes, one step) is trained once for the module; the
+One tiny localiser run (64x64 landscapes, tests/conftest.py) is trained once per session; the
 scripts' `main(argv)` run in-process (stdout captured by capsys), at 64x64 so that the whole
 file stays fast on 2 CPU cores.
 """
@@ -19,20 +19,10 @@ from scripts import detection_auc, evaluate, predict
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def localiser_run(tmp_path_factory):
-    """A workdir holding a one-step localiser run at 64x64."""
-    from anomaly_jax.config import apply_overrides
-    from anomaly_jax.train import train_and_evaluate
-    from experiments.configs import get_config
-
-    config = apply_overrides(get_config("localiser"), [
-        f"data.image_size={SIZE}", "data.num_images=8", "data.package_photos=false",
-        "data.crop_size=32", "data.crops_per_image=1", "train.batch_size=4",
-        "train.epochs=1", "checkpoint.every_steps=0"])
-    workdir = tmp_path_factory.mktemp("localiser_run")
-    train_and_evaluate(config, str(workdir), progress=False)
-    return str(workdir)
+@pytest.fixture
+def localiser_workdir(localiser_run):
+    """The session's tiny localiser run at 64x64 (tests/conftest.py)."""
+    return localiser_run[1]
 
 
 def _photo(height: int, width: int, seed: int) -> np.ndarray:
@@ -72,9 +62,9 @@ KEYS = {"n", "mean_distance", "median_distance", "mean_distance_px", "hit_rate",
         "middle_hit_rate", "method", "mean_score"}
 
 
-def test_evaluate_localiser_run(localiser_run, seed_csv, tmp_path, capsys):
+def test_evaluate_localiser_run(localiser_workdir, seed_csv, tmp_path, capsys):
     per_image, draw = tmp_path / "per_image.csv", tmp_path / "drawn"
-    rc = evaluate.main(["--workdir", localiser_run, "--csv", seed_csv,
+    rc = evaluate.main(["--workdir", localiser_workdir, "--csv", seed_csv,
                         "--per-image", str(per_image), "--draw", str(draw)])
     result = _last_json(capsys.readouterr().out)
     assert rc == 0
@@ -102,14 +92,14 @@ def test_evaluate_model_without_workdir_is_one_line_error(seed_csv, capsys):
     assert captured.err.count("\n") == 1 and "--workdir" in captured.err
 
 
-def test_predict_folder_skips_unreadable_and_draws(localiser_run, tmp_path, capsys):
+def test_predict_folder_skips_unreadable_and_draws(localiser_workdir, tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "bad.jpg").write_text("not an image")
     Image.fromarray(_photo(SIZE, SIZE, 5)).save(folder / "square.jpg", quality=90)
     Image.fromarray(_photo(96, 128, 6)).save(folder / "wide.png")  # 128 wide, 96 high
     draw = tmp_path / "drawn"
-    rc = predict.main(["--workdir", localiser_run, "--size", str(SIZE), "--draw", str(draw),
+    rc = predict.main(["--workdir", localiser_workdir, "--size", str(SIZE), "--draw", str(draw),
                        str(folder)])
     captured = capsys.readouterr()
     assert rc == 0
