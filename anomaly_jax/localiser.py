@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from anomaly_jax import squares
+from anomaly_jax import physics, squares
 
 DILATIONS = (1, 2, 4, 8, 16, 1)
 WIDTH = 16
@@ -80,17 +80,10 @@ def input_features(images: jax.Array) -> jax.Array:
     log_v = jnp.log1p(images.astype(jnp.float32))
 
     def step(a, axis, k):
-        # a[i + k] - a[i - k + 1] means of k pixels after vs k pixels before boundary i+1/2.
-        n = a.shape[axis]
-        pad = [(0, 0)] * a.ndim
-        pad[axis] = (k - 1, k)
-        p = jnp.pad(a, pad, mode="edge")
-        c = jnp.cumsum(p, axis=axis)
-        c = jnp.concatenate([jnp.zeros_like(lax.slice_in_dim(c, 0, 1, axis=axis)), c], axis)
-        before = lax.slice_in_dim(c, k, k + n, axis=axis) - lax.slice_in_dim(c, 0, n, axis=axis)
-        after = (lax.slice_in_dim(c, 2 * k, 2 * k + n, axis=axis)
-                 - lax.slice_in_dim(c, k, k + n, axis=axis))
-        return jnp.clip((after - before) / k, -STEP_CLIP, STEP_CLIP) * (1.0 / STEP_CLIP)
+        # The step across the boundary after each pixel (between pixels i and i+1).
+        before, after = physics.side_means(a, axis, k)
+        diff = jax.lax.slice_in_dim(after - before, 1, a.shape[axis] + 1, axis=axis)
+        return jnp.clip(diff, -STEP_CLIP, STEP_CLIP) * (1.0 / STEP_CLIP)
 
     feats = [log_v * (1.0 / math.log(256.0)),
              step(log_v, 1, 1), step(log_v, 2, 1), step(log_v, 1, 2), step(log_v, 2, 2)]

@@ -52,25 +52,27 @@ class PhysicsParams:
     too_big: float = 0.25  # a step larger than any gain (log 1.15 = 0.14) is no evidence
 
 
-def _side_means(log_img: jax.Array, axis: int, width: int) -> tuple[jax.Array, jax.Array]:
+def side_means(log_img: jax.Array, axis: int, width: int) -> tuple[jax.Array, jax.Array]:
     """Means of `width` pixels before and after every boundary along `axis` (H or W).
 
-    log_img: float32[H, W, C] -> (before, after), each float32 with the boundary count
-    (n+1) along `axis`; pixels beyond the image repeat the border pixel.
+    log_img: float32[..., H, W, C] -> (before, after), each float32 with the boundary count
+    (n+1) along `axis` (boundary b lies between pixels b-1 and b); pixels beyond the image
+    repeat the border pixel. The one home of "the step across a pixel boundary", used by
+    this baseline's evidence and by the localiser's fixed front end.
     """
     n = log_img.shape[axis]
-    pad = [(0, 0)] * 3
+    pad = [(0, 0)] * log_img.ndim
     pad[axis] = (width, width)
     p = jnp.pad(log_img, pad, mode="edge")
     c = jnp.cumsum(p, axis=axis)
-    c = jnp.concatenate([jnp.zeros_like(lax_take(c, 0, 1, axis)), c], axis=axis)
+    c = jnp.concatenate([jnp.zeros_like(_take(c, 0, 1, axis)), c], axis=axis)
     # Boundary b (0..n) sits before padded index b + width.
-    before = (lax_take(c, width, n + 1, axis) - lax_take(c, 0, n + 1, axis)) / width
-    after = (lax_take(c, 2 * width, n + 1, axis) - lax_take(c, width, n + 1, axis)) / width
+    before = (_take(c, width, n + 1, axis) - _take(c, 0, n + 1, axis)) / width
+    after = (_take(c, 2 * width, n + 1, axis) - _take(c, width, n + 1, axis)) / width
     return before, after
 
 
-def lax_take(a: jax.Array, start: int, size: int, axis: int) -> jax.Array:
+def _take(a: jax.Array, start: int, size: int, axis: int) -> jax.Array:
     """a[start:start+size] along `axis` (static bounds)."""
     return jax.lax.slice_in_dim(a, start, start + size, axis=axis)
 
@@ -97,12 +99,12 @@ def edge_evidence(image: jax.Array, params: PhysicsParams = PhysicsParams()) -> 
     bright = jnp.min(v, axis=-1, keepdims=True) >= params.wrap_bright
     bright_f = bright.astype(jnp.float32)
     # Rows: boundaries between rows (top/bottom edges), shape [H+1, W].
-    before, after = _side_means(log_img, 0, params.width)
-    b_before, b_after = _side_means(bright_f, 0, 1)
+    before, after = side_means(log_img, 0, params.width)
+    b_before, b_after = side_means(bright_f, 0, 1)
     top, bottom = _oriented(before, after, b_before[..., 0] > 0.5, b_after[..., 0] > 0.5, params)
     # Columns: boundaries between columns (left/right edges), shape [H, W+1].
-    before, after = _side_means(log_img, 1, params.width)
-    b_before, b_after = _side_means(bright_f, 1, 1)
+    before, after = side_means(log_img, 1, params.width)
+    b_before, b_after = side_means(bright_f, 1, 1)
     left, right = _oriented(before, after, b_before[..., 0] > 0.5, b_after[..., 0] > 0.5, params)
     horizontal = jnp.pad(jnp.stack([top, bottom]), ((0, 0), (0, 0), (0, 1)))
     vertical = jnp.pad(jnp.stack([left, right]), ((0, 0), (0, 1), (0, 0)))
