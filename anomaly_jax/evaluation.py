@@ -46,18 +46,18 @@ def predict_centers(model: nnx.Module, images: np.ndarray, features: np.ndarray 
 def _locator(graphdef: nnx.GraphDef | None, prior: squares.SquarePrior, evidence: bool):
     """A jitted (params, images) -> squares (or evidence maps) function, compiled once per
     model structure and prior (params are an argument, so new weights do not recompile)."""
+    if not evidence:  # the decoders' own entry points, with their own normalisation
+        if graphdef is None:
+            return jax.jit(lambda params, x: physics.locate(x, prior))
+        return jax.jit(lambda params, x: localiser.decode(nnx.merge(graphdef, params)(x), prior))
     if graphdef is None:
         def edges(params, x):
             return jax.vmap(physics.edge_evidence)(x)
     else:
         def edges(params, x):
             return jax.vmap(localiser.edge_evidence)(nnx.merge(graphdef, params)(x))
-    if evidence:
-        # One map per image: the strongest of the four edges at each pixel boundary.
-        return jax.jit(lambda params, x: jnp.max(edges(params, x), axis=1)[:, :-1, :-1])
-    power = 0.5 if graphdef is None else localiser.DECODE_POWER
-    return jax.jit(lambda params, x: jax.lax.map(
-        lambda e: squares.best_square(e, prior, power), edges(params, x)))
+    # One map per image: the strongest of the four edges at each pixel boundary.
+    return jax.jit(lambda params, x: jnp.max(edges(params, x), axis=1)[:, :-1, :-1])
 
 
 def _split(model: nnx.Module | None):
