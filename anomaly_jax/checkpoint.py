@@ -26,20 +26,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from anomaly_jax.config import Config, ConfigError, field_paths, to_dict
+from anomaly_jax.config import Config, field_paths, to_dict
+from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 
 # Fields a resumed run may change without changing what the run means.
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every", "train.num_devices",
                      "train.steps_per_dispatch", "checkpoint.every_steps", "checkpoint.keep",
                      "data.cache", "data.workers")
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint, or a checkpoint that does not belong to this config."""
-
-
-class WorkdirBusy(RuntimeError):
-    """Another live process holds the workdir."""
 
 
 class WorkdirLock:
@@ -208,9 +201,6 @@ class RunCheckpoints:
         for name in self.quarantined:
             shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         self.quarantined = []
-
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

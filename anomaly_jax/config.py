@@ -7,9 +7,10 @@ keeps every existing experiment unchanged.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from typing import Any, Literal
+
+from anomaly_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +93,6 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
-
-
-class ConfigError(ValueError):
-    """A bad override or config value; its message is one line meant for the user."""
 
 
 def field_paths(config: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -224,7 +221,3 @@ def from_dict(d: dict) -> Config:
             kwargs[f.name] = build(hints[f.name], v) if dataclasses.is_dataclass(hints[f.name]) else v
         return cls(**kwargs)
     return build(Config, d)
-
-
-def dumps(config: Config) -> str:
-    return json.dumps(to_dict(config), indent=2, sort_keys=True)

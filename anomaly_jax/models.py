@@ -227,13 +227,12 @@ def _white_box_trunk_fast(
 # XLA:CPU's native convolution is the fastest measured choice for SeedCNN's later 3x3 'same'
 # convs (im2col would materialise ~700 MB at batch 10); the first SEED_S2D_BLOCKS blocks use
 # `_seed_block_s2d` instead (see below).
-_CONV = {"plain": _conv_plain, "fast": _conv_plain}
 _POOL = {"plain": _max_pool_plain, "fast": _max_pool_fast}
 
 
 def _apply_conv(conv: Conv, x: jax.Array, padding: str, impl: str) -> jax.Array:
     """Runs `conv` on x in x's dtype (float32 parameters are cast at use)."""
-    return _CONV[impl](x, conv.kernel[...].astype(x.dtype), conv.bias[...].astype(x.dtype), padding)
+    return _conv_plain(x, conv.kernel[...].astype(x.dtype), conv.bias[...].astype(x.dtype), padding)
 
 
 # SeedCNN's conv+pool blocks have few channels at large sides (3->4 at 800x800 ... 16->32 at

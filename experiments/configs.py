@@ -7,8 +7,9 @@ from the command line with `--set key=value` instead of editing these.
 from __future__ import annotations
 
 
-from anomaly_jax.config import (CheckpointConfig, Config, ConfigError, CorruptionConfig,
-                                DataConfig, ModelConfig, TrainConfig)
+from anomaly_jax.config import (CheckpointConfig, Config, CorruptionConfig, DataConfig,
+                                ModelConfig, TrainConfig)
+from anomaly_jax.errors import ConfigError
 
 
 def _seed1(name: str, model: str, lr: float, epochs: int) -> Config:

@@ -43,11 +43,11 @@ def _synthetic_jpegs(folder: str, n: int, size: int) -> list[str]:
 
 def _time_decode(paths: list[str], size: int, workers: int) -> tuple[float, float, int]:
     """(total seconds, seconds to the first image, images) through the grain pipeline."""
-    from anomaly_jax import data
+    from anomaly_jax import decoding
 
     first = None
     t0 = time.perf_counter()
-    for count, _ in enumerate(data.iter_decoded(paths, size, workers=workers), start=1):
+    for count, _ in enumerate(decoding.iter_decoded(paths, size, workers=workers), start=1):
         if first is None:
             first = time.perf_counter() - t0
     return time.perf_counter() - t0, first, count
@@ -73,18 +73,19 @@ def measure_input(data_dir: str | None, size: int = 800, n: int = 40,
     import jax
     import numpy as np
 
-    from anomaly_jax import data
+    from anomaly_jax import decoding
+    from anomaly_jax.errors import DataError
 
     with tempfile.TemporaryDirectory() as tmp:
         if data_dir:
-            paths = data.list_image_files(data_dir)[:n]
+            paths = decoding.list_image_files(data_dir)[:n]
             if not paths:
-                raise data.DataError(f"no image files in {data_dir}")
+                raise DataError(f"no image files in {data_dir}")
         else:
             paths = _synthetic_jpegs(tmp, n, size)
-        workers_used = min(data.resolve_workers(workers), len(paths))
+        workers_used = min(decoding.resolve_workers(workers), len(paths))
         t_seq = time.perf_counter()
-        decoded = np.stack([data.decode_image(p, size) for p in paths])
+        decoded = np.stack([decoding.decode_image(p, size) for p in paths])
         t_seq = time.perf_counter() - t_seq
         total, first, count = _time_decode(paths, size, workers)
     steady = (count - 1) / (total - first) if count > 1 and total > first else float("nan")

@@ -3,7 +3,7 @@
     python -m scripts.make_dataset --out DIR [--config NAME] [--set KEY=VALUE]... [--quality 75]
 
 Loads the config's clean source (data.*), alters every image once with corruption.* using the
-per-example key the trainer uses (train.example_keys), and writes JPEGs (quality 75 = Pillow's default, what
+per-example key the trainer uses (steps.example_keys), and writes JPEGs (quality 75 = Pillow's default, what
 the seed saved with) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
 img_path (relative), plus an `altered` column when some images were left clean. The last line
 of stdout is {"out", "n", "csv"}.
@@ -45,7 +45,7 @@ def alter_all(config, images):
     import numpy as np
 
     from anomaly_jax import corruptions
-    from anomaly_jax.train import RunKeys, example_keys
+    from anomaly_jax.steps import RunKeys, example_keys
 
     c = config.corruption
     n, height, width = images.shape[:3]
@@ -76,8 +76,9 @@ def alter_all(config, images):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from anomaly_jax.config import ConfigError
-    from anomaly_jax.data import DataError, load_image_set, write_seed_format
+    from anomaly_jax.data import load_image_set
+    from anomaly_jax.errors import ConfigError, DataError
+    from anomaly_jax.seed_csv import write_seed_format
 
     try:
         config = build_config(args.config, args.set)

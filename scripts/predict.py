@@ -5,7 +5,7 @@
     python -m scripts.predict --method physics PHOTO_OR_FOLDER [--size 800] [--draw OUT_DIR]
 
 Decodes each photo (a folder: every image file under it, recursively, as
-`data.list_image_files` finds them; EXIF orientation applied; an unreadable file is skipped
+`decoding.list_image_files` finds them; EXIF orientation applied; an unreadable file is skipped
 with one warning line on stderr naming it and the reason), resizes it to S x S (S: the run's
 data.image_size, or --size; --method physics: --size, default 800), and locates one square
 with `evaluation.locate_squares` - the dense localiser of a trained run (model.name
@@ -55,12 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _photo_paths(target: str) -> tuple[list[str], str | None]:
     """(image paths, the folder they are under or None for a single file)."""
-    from anomaly_jax import data
+    from anomaly_jax import decoding
+    from anomaly_jax.errors import DataError
     if os.path.isdir(target):
-        paths = data.list_image_files(target)
+        paths = decoding.list_image_files(target)
         if not paths:
-            raise data.DataError(f"no image files ({'/'.join(data.IMAGE_EXTENSIONS)}) in "
-                                 f"folder {target}")
+            raise DataError(f"no image files ({'/'.join(decoding.IMAGE_EXTENSIONS)}) in "
+                            f"folder {target}")
         return paths, target
     if not os.path.exists(target):
         raise FileNotFoundError(f"no such photo or folder: {target}")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from PIL import Image
 
-    from anomaly_jax import data, report
+    from anomaly_jax import decoding, report
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import evidence_maps, locate_squares
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Threads in this process (workers=0): Pillow releases the GIL while decoding.
-        decoded = data.iter_decoded(paths, size, workers=0)
+        decoded = decoding.iter_decoded(paths, size, workers=0)
         for i, (image, hw, reason) in enumerate(decoded):
             path = paths[i]
             if reason:

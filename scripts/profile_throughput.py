@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from anomaly_jax import corruptions
-from anomaly_jax.config import Config, ConfigError, apply_overrides
+from anomaly_jax.config import Config, apply_overrides
+from anomaly_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -416,12 +417,12 @@ def bench_config(config: Config, args: argparse.Namespace) -> Config:
 def get_run(config: Config, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(Run, host state, TrainStepper, pmapped eval fn) of `config`, set up once per invocation
     (the train and eval stages share it)."""
-    from anomaly_jax import train
+    from anomaly_jax import run_setup
 
     if config not in args.runs:
         t0 = time.perf_counter()
-        run, state = train.setup(config)
-        stepper, eval_fn = train.compiled_steps(run)
+        run, state = run_setup.setup(config)
+        stepper, eval_fn = run_setup.compiled_steps(run)
         args.runs[config] = (run, state, stepper, eval_fn)
         log(f"  setup: {len(run.image_set.names)} images of {config.data.source}, cache "
             f"{run.cache}, {len(run.devices)} device(s), {time.perf_counter() - t0:.1f} s")
@@ -483,7 +484,7 @@ def trace_steps(directory: str, step: Callable[[], Any], n: int = 3) -> list[str
 def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """The real pmapped K-step train function of anomaly_jax.train on random train-split ids,
     for each K of k_list; the torch peer on the same shapes."""
-    from anomaly_jax import parallel, train
+    from anomaly_jax import parallel, run_setup
 
     config = bench_config(config, args)
     run, state, stepper, _ = get_run(config, args)
@@ -500,7 +501,7 @@ def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     def dispatch(host_ids: list[np.ndarray]) -> None:
         sums = None
         for ids in host_ids:  # as the loop does: only ids travel with a device cache
-            batch_dev = train.device_batch(run, ids, train.stream_images(run, ids))
+            batch_dev = run_setup.device_batch(run, ids, run_setup.stream_images(run, ids))
             held["state"], sums = stepper(held["state"], batch_dev)
         jax.block_until_ready((held["state"], sums))
 
@@ -509,7 +510,7 @@ def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     rows, cost, per_k, steps = [], None, {}, None
     for k in ks:
         before = stepper.compile_s
-        compiled = stepper.compile(held["state"], train.device_batch(run, draw(k)))
+        compiled = stepper.compile(held["state"], run_setup.device_batch(run, draw(k)))
         compile_s = stepper.compile_s - before
         if k == 1:  # XLA counts a scan body once, whatever K: take the per-step cost at K=1
             cost = cost_per_device(compiled.cost_analysis())
@@ -555,7 +556,7 @@ def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """The pmapped eval step (alteration + forward + metric sums) on full batches of the
     validation split, compiled ahead of time."""
-    from anomaly_jax import parallel, train
+    from anomaly_jax import parallel, run_setup
 
     config = bench_config(config, args)
     run, state, _, eval_fn = get_run(config, args)
@@ -569,7 +570,7 @@ def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     def device_batch() -> dict[str, jax.Array]:
         ids = rng.choice(split, (1, batch))
-        b = train.device_batch(run, ids, train.stream_images(run, ids), weight)
+        b = run_setup.device_batch(run, ids, run_setup.stream_images(run, ids), weight)
         return jax.tree.map(lambda x: x[:, 0], b)  # eval takes one step: no K axis
 
     t0 = time.perf_counter()

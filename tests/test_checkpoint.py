@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_jax import checkpoint, train
-from anomaly_jax.config import ConfigError, apply_overrides
+from anomaly_jax import checkpoint, run_setup, steps, train
+from anomaly_jax.config import apply_overrides
+from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 from experiments import run as run_cli
 from experiments.configs import get_config
 
@@ -100,7 +101,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
     for f in (workdir / "checkpoints").rglob("*"):
         if f.is_file():
             f.write_bytes(b"")
-    with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint .*--fresh"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint .*--fresh"):
         train.train_and_evaluate(config(), str(workdir), progress=False)
     summary = train.train_and_evaluate(config("train.epochs=1"), str(workdir), fresh=True,
                                        progress=False)
@@ -108,14 +109,14 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    original = train.train_step
+    original = steps.train_step
 
     def poisoned(state, *args, **kwargs):
         new_state, sums = original(state, *args, **kwargs)
         sums = dict(sums, loss=jnp.where(state["step"] >= 4, jnp.nan, sums["loss"]))
         return new_state, sums
 
-    monkeypatch.setattr(train, "train_step", poisoned)
+    monkeypatch.setattr(steps, "train_step", poisoned)
     workdir = tmp_path / "nan"
     args = ["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress"]
     code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
@@ -124,7 +125,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     manager = checkpoint.RunCheckpoints(str(workdir / "checkpoints"), keep=3,
                                         best_metric="val_distance", best_mode="min")
     assert manager.steps() == [3]
-    run, state = train.setup(config())
+    run, state = run_setup.setup(config())
     restored = manager.restore(state, config())
     assert restored.step == 3 and int(restored.state["step"]) == 3
     leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(restored.state["params"])]
@@ -134,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 def test_lock_refuses_second_run_and_dies_with_its_holder(tmp_path):
     workdir = tmp_path / "locked"
     with checkpoint.WorkdirLock(str(workdir)):
-        with pytest.raises(checkpoint.WorkdirBusy, match="in use by a live run"):
+        with pytest.raises(WorkdirBusy, match="in use by a live run"):
             train.train_and_evaluate(config(), str(workdir), progress=False)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
@@ -142,7 +143,7 @@ def test_lock_refuses_second_run_and_dies_with_its_holder(tmp_path):
         "lock = WorkdirLock(%r).__enter__(); print('held', flush=True); time.sleep(60)")
         % (str(REPO), str(workdir))], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(checkpoint.WorkdirBusy, match=f"pid {holder.pid}"):
+    with pytest.raises(WorkdirBusy, match=f"pid {holder.pid}"):
         checkpoint.WorkdirLock(str(workdir)).__enter__()
     holder.send_signal(signal.SIGKILL)
     holder.wait()

@@ -1,4 +1,4 @@
-"""Tests for anomaly_jax.data and scripts.make_dataset: decoding every Pillow mode, unreadable
+"""Tests for the data layer (data, decoding, seed_csv, pipeline) and scripts.make_dataset: decoding every Pillow mode, unreadable
 files, seed-format CSVs, splits, the grain batch iterator (epochs, shards, checkpoints,
 streaming) and the seed-format export round trip. Small images (64x64) in temp folders."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomaly_jax import data
+from anomaly_jax import data, decoding, errors, pipeline, seed_csv
 from anomaly_jax.config import DataConfig
 
 S = 64
@@ -83,7 +83,7 @@ def test_every_mode_decodes_to_rgb_uint8(tmp_path, name, image, expected):
     ext = "tiff" if image.mode == "CMYK" else "png"  # lossless for every mode
     path = _save(tmp_path / f"im.{ext}", image)
     assert Image.open(path).mode == image.mode
-    out = data.decode_image(path, S)
+    out = decoding.decode_image(path, S)
     assert out.dtype == np.uint8 and out.shape == (S, S, 3)
     np.testing.assert_array_equal(out, expected)
 
@@ -93,16 +93,16 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = _save(tmp_path / "rot.png", Image.fromarray(rgb), exif=exif.tobytes())
-    np.testing.assert_array_equal(data.decode_image(path, S), np.rot90(rgb, k=-1))
+    np.testing.assert_array_equal(decoding.decode_image(path, S), np.rot90(rgb, k=-1))
     # CSV images are labelled in stored-array coordinates: no rotation there.
-    np.testing.assert_array_equal(data.decode_image(path, S, apply_exif=False), rgb)
+    np.testing.assert_array_equal(decoding.decode_image(path, S, apply_exif=False), rgb)
 
 
 def test_resize_is_pillow_bicubic_like_the_seed(tmp_path):
     rgb = _rgb(3, 96, 128)
     path = _save(tmp_path / "big.png", Image.fromarray(rgb))
     expected = np.asarray(Image.fromarray(rgb).resize((S, S)))  # the seed's call, defaults
-    np.testing.assert_array_equal(data.decode_image(path, S), expected)
+    np.testing.assert_array_equal(decoding.decode_image(path, S), expected)
 
 
 def _bad_files(folder) -> dict[str, str]:
@@ -123,9 +123,9 @@ def _bad_files(folder) -> dict[str, str]:
 
 def test_unreadable_files_raise_specific_error(tmp_path):
     for name, word in _bad_files(tmp_path).items():
-        with pytest.raises(data.UnreadableImage, match=word) as info:
-            data.decode_image(str(tmp_path / name), S)
-        assert info.value.path.endswith(name) and isinstance(info.value, data.DataError)
+        with pytest.raises(errors.UnreadableImage, match=word) as info:
+            decoding.decode_image(str(tmp_path / name), S)
+        assert info.value.path.endswith(name) and isinstance(info.value, errors.DataError)
 
 
 def test_folder_skips_unreadable_with_one_warning_each(tmp_path, caplog):
@@ -135,7 +135,7 @@ def test_folder_skips_unreadable_with_one_warning_each(tmp_path, caplog):
                                                         if rel.endswith("webp") else {}))
     bad = _bad_files(tmp_path / "bad")
     (tmp_path / "notes.txt").write_text("ignored: not an image extension")
-    with caplog.at_level(logging.WARNING, logger="anomaly_jax.data"):
+    with caplog.at_level(logging.WARNING, logger="anomaly_jax.decoding"):
         s = data.load_image_set(DataConfig(source="folder", dir=str(tmp_path), image_size=S,
                                            workers=0), 0)
     rels = [os.path.relpath(p, tmp_path) for p in s.names]
@@ -155,15 +155,15 @@ def test_folder_skips_unreadable_with_one_warning_each(tmp_path, caplog):
 
 
 def test_folder_errors_name_the_folder(tmp_path):
-    with pytest.raises(data.DataError, match="no image files.*empty_dir"):
+    with pytest.raises(errors.DataError, match="no image files.*empty_dir"):
         os.makedirs(tmp_path / "empty_dir")
         data.load_image_set(DataConfig(source="folder", dir=str(tmp_path / "empty_dir"),
                                        image_size=S, workers=0), 0)
-    with pytest.raises(data.DataError, match="not found.*missing_dir"):
+    with pytest.raises(errors.DataError, match="not found.*missing_dir"):
         data.load_image_set(DataConfig(source="folder", dir=str(tmp_path / "missing_dir"),
                                        image_size=S, workers=0), 0)
     _bad_files(tmp_path / "only_bad")
-    with pytest.raises(data.DataError, match="no readable image in folder .*only_bad"):
+    with pytest.raises(errors.DataError, match="no readable image in folder .*only_bad"):
         data.load_image_set(DataConfig(source="folder", dir=str(tmp_path / "only_bad"),
                                        image_size=S, workers=0), 0)
 
@@ -221,7 +221,7 @@ def test_csv_bad_row_names_row_and_problem(tmp_path, row, problem):
     _csv_folder(tmp_path, n=1)
     good = [1, 1, 1, 1.1, "images/0.png"]
     path = _write_csv(tmp_path / "labels.csv", [good, good, row])
-    with pytest.raises(data.DataError) as info:
+    with pytest.raises(errors.DataError) as info:
         _csv_set(path)
     message = str(info.value)
     assert "\n" not in message and path in message
@@ -233,9 +233,9 @@ def test_csv_missing_column_and_missing_file(tmp_path):
                       header=("x", "y", "r", "img_path"))
     expected = (r"labels.csv row 0 \(line 1, header\): missing column\(s\) discolor_ratio; "
                 r"required columns: x, y, r, discolor_ratio, img_path")
-    with pytest.raises(data.DataError, match=expected):
+    with pytest.raises(errors.DataError, match=expected):
         _csv_set(path)
-    with pytest.raises(data.DataError, match="labels CSV not found: .*nowhere.csv"):
+    with pytest.raises(errors.DataError, match="labels CSV not found: .*nowhere.csv"):
         _csv_set(str(tmp_path / "nowhere.csv"))
 
 
@@ -244,7 +244,7 @@ def test_csv_unreadable_image_is_skipped_and_counted(tmp_path, caplog):
     _bad_files(tmp_path / "images")
     rows = [[1, 2, 3, 1.1, "images/0.png"], [4, 5, 6, 1.12, "images/truncated.jpg"],
             [7, 8, 9, 1.13, "images/1.png"]]
-    with caplog.at_level(logging.WARNING, logger="anomaly_jax.data"):
+    with caplog.at_level(logging.WARNING, logger="anomaly_jax.decoding"):
         s = _csv_set(_write_csv(tmp_path / "labels.csv", rows))
     assert len(s.names) == 2 and len(s.skipped) == 1 and "truncated" in s.skipped[0][1]
     np.testing.assert_array_equal(s.targets["features"], np.float32([[3, 1.1], [9, 1.13]]))
@@ -284,7 +284,7 @@ def test_split_ids_deterministic_fractions_and_peer_parity():
     again = data.split_ids(1000, 0.1, 0.1, 7)
     assert all(np.array_equal(s2[k], again[k]) and again[k].dtype == np.int32 for k in s2)
     assert not np.array_equal(data.split_ids(1000, 0.1, 0.1, 8)["val"], s2["val"])
-    with pytest.raises(data.DataError):
+    with pytest.raises(errors.DataError):
         data.split_ids(10, 0.6, 0.5, 0)
 
 
@@ -297,7 +297,7 @@ def test_resolve_cache():
     assert data.resolve_cache("auto", 3 * gib, device_bytes_free=None, **kw) == "host"
     assert data.resolve_cache("auto", 40 * gib, device_bytes_free=None, **kw) == "stream"
     assert data.resolve_cache("stream", 1, device_bytes_free=None, **kw) == "stream"
-    with pytest.raises(data.DataError, match="data.cache='gpu'"):
+    with pytest.raises(errors.DataError, match="data.cache='gpu'"):
         data.resolve_cache("gpu", 1, device_bytes_free=None, **kw)
 
 
@@ -310,18 +310,18 @@ def _ids(it) -> list[np.ndarray]:
 
 def test_epochs_are_separate_and_differently_ordered():
     ids = np.arange(100, 123)  # 23 ids, batch 4: 5 batches per epoch, 3 dropped
-    batches = _ids(data.batch_iterator(ids, 4, seed=3, num_epochs=3))
-    assert data.steps_per_epoch(23, 4) == 5 and len(batches) == 15
+    batches = _ids(pipeline.batch_iterator(ids, 4, seed=3, num_epochs=3))
+    assert pipeline.steps_per_epoch(23, 4) == 5 and len(batches) == 15
     assert all(b.dtype == np.int32 and b.shape == (4,) for b in batches)
     epochs = [np.concatenate(batches[5 * e:5 * e + 5]) for e in range(3)]
     for e in epochs:
         assert len(set(e.tolist())) == 20 and set(e.tolist()) <= set(ids.tolist())
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
-    again = _ids(data.batch_iterator(ids, 4, seed=3, num_epochs=3))
+    again = _ids(pipeline.batch_iterator(ids, 4, seed=3, num_epochs=3))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
-    other = _ids(data.batch_iterator(ids, 4, seed=4, num_epochs=1))
+    other = _ids(pipeline.batch_iterator(ids, 4, seed=4, num_epochs=1))
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other))
-    plain = _ids(data.batch_iterator(ids, 4, seed=3, num_epochs=2, shuffle=False,
+    plain = _ids(pipeline.batch_iterator(ids, 4, seed=3, num_epochs=2, shuffle=False,
                                      drop_remainder=False))
     assert [len(b) for b in plain] == [4, 4, 4, 4, 4, 3] * 2
     np.testing.assert_array_equal(np.concatenate(plain[:6]), ids)
@@ -329,11 +329,11 @@ def test_epochs_are_separate_and_differently_ordered():
 
 def test_two_process_shards_cover_each_epoch_without_overlap():
     ids = np.arange(50)
-    shards = [_ids(data.batch_iterator(ids, 4, seed=1, num_epochs=2, shard_index=p,
+    shards = [_ids(pipeline.batch_iterator(ids, 4, seed=1, num_epochs=2, shard_index=p,
                                        shard_count=2)) for p in range(2)]
-    steps = data.steps_per_epoch(50, 4, 2)
+    steps = pipeline.steps_per_epoch(50, 4, 2)
     assert steps == 6 and all(len(s) == 2 * steps for s in shards)
-    single = _ids(data.batch_iterator(ids, 8, seed=1, num_epochs=2))  # one process, batch 8
+    single = _ids(pipeline.batch_iterator(ids, 8, seed=1, num_epochs=2))  # one process, batch 8
     for epoch in range(2):
         part = [np.concatenate(s[epoch * steps:(epoch + 1) * steps]) for s in shards]
         assert not set(part[0].tolist()) & set(part[1].tolist())
@@ -346,11 +346,11 @@ def test_two_process_shards_cover_each_epoch_without_overlap():
 
 def test_iterator_state_restores_the_rest():
     ids = np.arange(30)
-    it = data.batch_iterator(ids, 4, seed=5, num_epochs=3)
+    it = pipeline.batch_iterator(ids, 4, seed=5, num_epochs=3)
     head = [next(it)["id"] for _ in range(9)]  # crosses the first epoch end (7 per epoch)
     state = it.get_state()
     rest = _ids(it)
-    fresh = data.batch_iterator(ids, 4, seed=5, num_epochs=3)
+    fresh = pipeline.batch_iterator(ids, 4, seed=5, num_epochs=3)
     fresh.set_state(state)
     restored = _ids(fresh)
     assert len(head) + len(rest) == 21 and len(restored) == len(rest)
@@ -362,7 +362,7 @@ def test_iterator_checkpoint_through_orbax(tmp_path):
     import grain
 
     ids = np.arange(20)
-    it = data.batch_iterator(ids, 3, seed=9, num_epochs=2)
+    it = pipeline.batch_iterator(ids, 3, seed=9, num_epochs=2)
     for _ in range(4):
         next(it)
     with ocp.CheckpointManager(str(tmp_path / "ckpt")) as manager:
@@ -370,7 +370,7 @@ def test_iterator_checkpoint_through_orbax(tmp_path):
             data_iter=grain.checkpoint.CheckpointSave(it)))
         manager.wait_until_finished()
         rest = _ids(it)
-        fresh = data.batch_iterator(ids, 3, seed=9, num_epochs=2)
+        fresh = pipeline.batch_iterator(ids, 3, seed=9, num_epochs=2)
         manager.restore(4, args=ocp.args.Composite(
             data_iter=grain.checkpoint.CheckpointRestore(fresh)))
     restored = _ids(fresh)
@@ -392,18 +392,18 @@ def test_streaming_matches_decode_once_with_workers(tmp_path):
     lazy = data.load_image_set(dataclasses.replace(config, workers=0), 0, decode=False)
     assert lazy.images is None and lazy.names == decoded.names
     kw = dict(seed=2, num_epochs=2, loader=lazy.loader)
-    it = data.batch_iterator(np.arange(12), 5, workers=1, **kw)
+    it = pipeline.batch_iterator(np.arange(12), 5, workers=1, **kw)
     first = next(it)
     state = it.get_state()
     rest = list(it)
     it.close()
-    in_process = list(data.batch_iterator(np.arange(12), 5, workers=0, **kw))
+    in_process = list(pipeline.batch_iterator(np.arange(12), 5, workers=0, **kw))
     assert len(in_process) == 4
     for batch, other in zip([first] + rest, in_process):
         np.testing.assert_array_equal(batch["id"], other["id"])
         np.testing.assert_array_equal(batch["image"], decoded.images[batch["id"]])
         np.testing.assert_array_equal(other["image"], decoded.images[other["id"]])
-    resumed = data.batch_iterator(np.arange(12), 5, workers=1, **kw)
+    resumed = pipeline.batch_iterator(np.arange(12), 5, workers=1, **kw)
     resumed.set_state(state)
     again = list(resumed)
     resumed.close()
@@ -420,8 +420,8 @@ def test_streaming_checks_headers_up_front_and_names_late_damage(tmp_path):
                                                                  "text.jpg"]
     assert [os.path.basename(p) for p in s.names] == ["good.png", "truncated.jpg"]
     np.testing.assert_array_equal(s.loader(0), _rgb(30))
-    with pytest.raises(data.UnreadableImage, match="truncated.jpg: truncated"):
-        list(data.batch_iterator(np.arange(2), 2, seed=0, num_epochs=1, loader=s.loader))
+    with pytest.raises(errors.UnreadableImage, match="truncated.jpg: truncated"):
+        list(pipeline.batch_iterator(np.arange(2), 2, seed=0, num_epochs=1, loader=s.loader))
 
 
 # ----------------------------------------------------------------------------- export
@@ -435,7 +435,7 @@ def test_write_seed_format_round_trip(tmp_path):
     labels = {"center": np.stack([rows / S, cols / S], 1).astype(np.float32),
               "half_size": rng.integers(1, 8, 5).astype(np.int32),
               "ratio": (rng.integers(105, 116, 5) / 100).astype(np.float32)}
-    csv_path = data.write_seed_format(str(tmp_path / "out"), images, labels, quality=95)
+    csv_path = seed_csv.write_seed_format(str(tmp_path / "out"), images, labels, quality=95)
     with open(csv_path) as f:
         text = f.read().splitlines()
     assert text[0] == "x,y,r,discolor_ratio,img_path" and text[1].endswith(",images/00000.jpg")

@@ -122,7 +122,7 @@ def test_predict_folder_skips_unreadable_and_draws(localiser_workdir, tmp_path, 
 
 
 def test_predict_scales_back_to_original_pixels(tmp_path, capsys):
-    from anomaly_jax import data
+    from anomaly_jax import decoding
     from anomaly_jax.evaluation import locate_squares
 
     photo = tmp_path / "wide.png"
@@ -135,7 +135,7 @@ def test_predict_scales_back_to_original_pixels(tmp_path, capsys):
     assert (result["n"], result["skipped"], result["csv"]) == (1, 0, str(out_csv))
     with open(out_csv) as f:
         (row,) = list(csv.DictReader(f))
-    found = locate_squares(None, data.decode_image(str(photo), SIZE)[None])
+    found = locate_squares(None, decoding.decode_image(str(photo), SIZE)[None])
     (cx, cy), half = found["center"][0], found["half_size"][0]
     assert (int(row["x"]), int(row["y"]), int(row["r"])) == (
         round(cx * 96 / SIZE), round(cy * 128 / SIZE), round(half * 96 / SIZE))

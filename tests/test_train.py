@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from anomaly_jax import train
-from anomaly_jax.config import ConfigError, apply_overrides
+from anomaly_jax.config import apply_overrides
+from anomaly_jax.errors import ConfigError
 from experiments import run as run_cli
 from experiments.configs import CONFIGS, get_config
 

@@ -1,0 +1,165 @@
+"""The seed-format labels CSV (DESIGN §2.1): reading and checking it, and writing a dataset in it.
+
+Columns x, y, r, discolor_ratio, img_path (+ an optional `altered`); x and y are the square's
+centre as row and column of the stored pixel array, r its half size in pixels.
+`read_csv_rows` checks everything but the image sizes (`anomaly_jax.data` checks those when it
+decodes the images); `write_seed_format` writes images/NNNNN.jpg and labels.csv.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from anomaly_jax.errors import DataError
+
+CSV_COLUMNS = ("x", "y", "r", "discolor_ratio", "img_path")
+# Where an img_path that does not exist is looked for by its basename, relative to the CSV's
+# folder: the seed's own CSV held absolute paths from its authors' laptop.
+CSV_FALLBACK_DIRS = ("", "images", "landscape_scrambled")
+
+
+@dataclasses.dataclass(frozen=True)
+class _CsvRow:
+    row: int  # 1-based data row
+    line: int  # line in the file
+    x: float
+    y: float
+    r: float
+    ratio: float
+    path: str
+    altered: bool | None  # None when the CSV has no `altered` column
+
+
+def _row_error(csv_path: str, row: int, line: int, problem: str) -> DataError:
+    return DataError(f"{csv_path} row {row} (line {line}): {problem}")
+
+
+def _number(csv_path: str, row: int, line: int, record: dict, column: str) -> float:
+    text = (record.get(column) or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise _row_error(csv_path, row, line, f"column {column}={text!r} is not a number")
+    return value
+
+
+def resolve_csv_image(csv_path: str, img_path: str) -> str | None:
+    """The file an img_path names: as given (relative to the CSV's folder), else its basename
+    in the CSV's folder, images/ or landscape_scrambled/; None if none exists."""
+    base_dir = os.path.dirname(os.path.abspath(csv_path))
+    direct = img_path if os.path.isabs(img_path) else os.path.join(base_dir, img_path)
+    if os.path.isfile(direct):
+        return direct
+    basename = img_path.replace("\\", "/").rsplit("/", 1)[-1]
+    for sub in CSV_FALLBACK_DIRS:
+        candidate = os.path.join(base_dir, sub, basename)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def read_csv_rows(csv_path: str) -> list[_CsvRow]:
+    """Parses and checks a seed-format labels.csv (everything but the image sizes)."""
+    if not os.path.isfile(csv_path):
+        raise DataError(f"labels CSV not found: {csv_path}")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in CSV_COLUMNS if c not in columns]
+        if missing:
+            raise DataError(f"{csv_path} row 0 (line 1, header): missing column(s) "
+                            f"{', '.join(missing)}; required columns: {', '.join(CSV_COLUMNS)}")
+        reader.fieldnames = columns
+        rows = []
+        for i, record in enumerate(reader, start=1):
+            line = reader.line_num
+            x, y, r, ratio = (_number(csv_path, i, line, record, c)
+                              for c in ("x", "y", "r", "discolor_ratio"))
+            if r <= 0:
+                raise _row_error(csv_path, i, line, f"r={r:g} must be > 0")
+            if ratio <= 0:
+                raise _row_error(csv_path, i, line, f"discolor_ratio={ratio:g} must be > 0")
+            img_path = (record.get("img_path") or "").strip()
+            if not img_path:
+                raise _row_error(csv_path, i, line, "img_path is empty")
+            path = resolve_csv_image(csv_path, img_path)
+            if path is None:
+                raise _row_error(
+                    csv_path, i, line, f"image file not found: {img_path} (nor its basename "
+                    f"in the CSV's folder, {'/, '.join(CSV_FALLBACK_DIRS[1:])}/)")
+            altered = None
+            if "altered" in columns:
+                altered = (record.get("altered") or "").strip().lower() not in ("0", "false")
+            rows.append(_CsvRow(i, line, x, y, r, ratio, path, altered))
+    if not rows:
+        raise DataError(f"{csv_path}: no data rows")
+    return rows
+
+
+def _labels_in_pixels(labels: dict[str, Any], height: int, width: int
+                      ) -> dict[str, np.ndarray]:
+    """Seed columns from pixel labels (x, y, r, discolor_ratio) or corruption labels
+    (center (row/H, col/W), half_size, ratio)."""
+    if all(k in labels for k in ("x", "y", "r", "discolor_ratio")):
+        out = {k: np.asarray(labels[k]) for k in ("x", "y", "r", "discolor_ratio")}
+    else:
+        center = np.asarray(labels["center"], np.float64)
+        out = {"x": np.rint(center[:, 0] * height).astype(np.int64),
+               "y": np.rint(center[:, 1] * width).astype(np.int64),
+               "r": np.asarray(labels["half_size"]),
+               "discolor_ratio": np.asarray(labels["ratio"], np.float32)}
+    if "altered" in labels:
+        out["altered"] = np.asarray(labels["altered"], bool)
+    return out
+
+
+def _format_number(v: Any) -> str:
+    """Integers as integers; floats at float32's shortest round-trip form (1.08, not
+    1.0800000190734863), so that reading back as float32 gives the same number."""
+    v = np.asarray(v)
+    if np.issubdtype(v.dtype, np.integer) or float(v) == int(float(v)):
+        return str(int(v))
+    return np.format_float_positional(np.float32(v), trim="-")
+
+
+def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
+                      quality: int = 75) -> str:
+    """Writes a seed-format dataset: out_dir/images/NNNNN.jpg + out_dir/labels.csv.
+
+    images: uint8[N, H, W, 3]; labels: pixel columns {x, y, r, discolor_ratio} or corruption
+    labels {center float32[N, 2] (row/H, col/W), half_size int[N], ratio float32[N]},
+    optionally altered bool[N] (written as a 6th column only if some image is clean).
+    JPEG quality 75 is Pillow's default, i.e. what the seed's `img.save(path)` used.
+    Returns the CSV path; img_path values are relative to out_dir.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"write_seed_format: images {images.dtype}{list(images.shape)}; "
+                        "expected uint8[N, H, W, 3]")
+    n, height, width = images.shape[:3]
+    columns = _labels_in_pixels(labels, height, width)
+    with_altered = "altered" in columns and not columns["altered"].all()
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    digits = max(5, len(str(n - 1)))
+    csv_path = os.path.join(out_dir, "labels.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(CSV_COLUMNS) + (["altered"] if with_altered else []))
+        for i in range(n):
+            rel = f"images/{i:0{digits}d}.jpg"
+            Image.fromarray(images[i], "RGB").save(os.path.join(out_dir, rel), "JPEG",
+                                                   quality=quality)
+            row = [_format_number(columns[k][i]) for k in ("x", "y", "r", "discolor_ratio")]
+            row.append(rel)
+            if with_altered:
+                row.append(str(int(columns["altered"][i])))
+            writer.writerow(row)
+    return csv_path
