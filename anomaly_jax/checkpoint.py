@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from anomaly_jax import parallel
 from anomaly_jax.config import Config, field_paths, to_dict
 from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 
@@ -108,7 +109,13 @@ class RunCheckpoints:
             policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
                            n=1, keep_checkpoints_without_metrics=False),
         ])
-        self.quarantined = _quarantine_unreadable(self.directory)
+        # Process 0 sets broken checkpoints aside; every process then sees the same folder.
+        before = _set_aside(self.directory)
+        parallel.barrier("checkpoints listed")
+        if parallel.is_writer():
+            _quarantine_unreadable(self.directory)
+        parallel.barrier("checkpoints set aside")
+        self.quarantined = sorted(_set_aside(self.directory) - before)
         self.manager = ocp.CheckpointManager(
             self.directory,
             # best_fn makes Orbax write each checkpoint's metrics, so the best one is known
@@ -193,17 +200,20 @@ class RunCheckpoints:
             f"no usable checkpoint in {self.directory} (tried steps "
             f"{', '.join(map(str, failures))}); rerun with --fresh to start over")
 
-    def delete_all(self) -> None:
-        """Deletes every checkpoint, the unreadable ones set aside included (--fresh)."""
-        self.manager.wait_until_finished()
-        for s in self.steps():
-            self.manager.delete(s)
-        for name in self.quarantined:
-            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-        self.quarantined = []
-
     def close(self) -> None:
         self.manager.close()
+
+
+def delete_checkpoints(directory: str) -> None:
+    """Deletes every checkpoint of a run, the unreadable ones set aside included (--fresh)."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _set_aside(directory: str) -> set[str]:
+    """The step folders set aside as unreadable (`<step>.unreadable`)."""
+    if not os.path.isdir(directory):
+        return set()
+    return {n for n in os.listdir(directory) if n.endswith(".unreadable")}
 
 
 def _quarantine_unreadable(directory: str) -> list[str]:

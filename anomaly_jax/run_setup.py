@@ -69,19 +69,17 @@ def init_state(config: Config, keys: RunKeys, tx: optax.GradientTransformation
 
 def setup(config: Config) -> tuple[Run, TrainState]:
     """Devices, data (decoded once), tables on the devices, model and a fresh state."""
-    devices = parallel.local_devices(config.train.num_devices)
+    devices = parallel.devices(config.train.num_devices)  # every process's, in a multi-process run
     parallel.check_batch_size(config.train.batch_size, len(devices))
     task = make_task(config)
     keys = RunKeys.from_seed(config.seed)
-    cache = choose_cache(config, len(devices))
+    cache = choose_cache(config, sum(d.process_index == jax.process_index() for d in devices))
     image_set = data.load_image_set(config.data, config.seed, decode=cache != "stream")
     n = len(image_set.names)
     splits = data.split_ids(n, config.data.val_fraction, config.data.test_fraction, config.seed)
     if task.dense:
         image_set, splits = _dense_training_set(config, task, image_set, splits)
-    shard_index, shard_count = parallel.process_shard()
-    steps = pipeline.steps_per_epoch(len(splits["train"]), config.train.batch_size // shard_count,
-                                 shard_count)
+    steps = pipeline.steps_per_epoch(len(splits["train"]), config.train.batch_size)
     if steps < 1:
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training split "
@@ -182,7 +180,20 @@ class TrainStepper:
         return self.compiled[k]
 
     def __call__(self, state_repl: Any, batch: Mapping[str, jax.Array]) -> tuple[Any, dict]:
-        return self.compile(state_repl, batch)(state_repl, batch, self.run.tables, self.run.keys)
+        args = (state_repl, batch, self.run.tables, self.run.keys)
+        if jax.process_count() == 1:
+            return self.compile(state_repl, batch)(*args)
+        # Several processes: an ahead-of-time executable takes global arrays, while pmap
+        # itself joins each process's local arrays into the global computation. Call pmap;
+        # its first call per K (compile + one step) counts as compile time.
+        k = batch["id"].shape[1]
+        if k in self.compiled:
+            return self.pmapped(*args)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(self.pmapped(*args))
+        self.compiled[k] = self.pmapped
+        self.compile_s += time.perf_counter() - t0
+        return out
 
 
 def compiled_steps(run: Run) -> tuple[TrainStepper, Any]:
@@ -195,7 +206,9 @@ def compiled_steps(run: Run) -> tuple[TrainStepper, Any]:
 def device_batch(run: Run, ids: np.ndarray, images: np.ndarray | None = None,
                  weight: np.ndarray | None = None, image_ids_per_id: int = 1
                  ) -> dict[str, jax.Array]:
-    """Host ids int[K, B] (and streamed images uint8[K,B,H,W,3]) -> device arrays [D, K, B/D, ...].
+    """This process's slice of K global batches -> global device arrays [D, K, B/D, ...].
+
+    ids: int[K, b] (b = B / processes), streamed images uint8[K, b, H, W, 3], weight [K, b].
 
     image_ids_per_id: ids are crop ids, `crops_per_image` per image (dense training).
 
@@ -221,19 +234,23 @@ def stream_images(run: Run, ids: np.ndarray) -> np.ndarray | None:
 
 
 def evaluate(run: Run, params_repl: Any, eval_fn: Any, split: str) -> dict[str, float] | None:
-    """Metrics of the replicated params on a whole split (padded to full batches)."""
+    """Metrics of the replicated params on a whole split (padded to full global batches).
+
+    Each process scores its slice of every batch; the sums add up over all devices.
+    """
     ids = run.splits.get(split)
     if ids is None or len(ids) == 0:
         return None
     batch_size = run.config.train.batch_size
+    mine = parallel.process_slice(batch_size)
     totals = None
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         pad = batch_size - len(chunk)
         weight = np.concatenate([np.ones(len(chunk), np.float32), np.zeros(pad, np.float32)])
         chunk = np.concatenate([chunk, np.full(pad, chunk[0], chunk.dtype)])
-        batch = device_batch(run, chunk[None], stream_images(run, chunk[None]), weight[None])
-        batch = jax.tree.map(lambda x: x[:, 0], batch)  # eval takes one step: drop K
+        chunk, weight = chunk[None, mine], weight[None, mine]  # one step (K = 1)
+        batch = device_batch(run, chunk, stream_images(run, chunk), weight)
         sums = parallel.unreplicate(eval_fn(params_repl, batch, run.tables, run.keys))
         totals = metrics.add(totals, sums)
     return metrics.finish(jax.device_get(totals))

@@ -2,7 +2,7 @@
 
 The hot path (one pmapped call, DESIGN §3): gather clean uint8 images by id from the
 device-resident table (or take the streamed batch), alter them on the device with keys
-derived from (seed, example id[, step]), run the model, take the loss, `pmean` the gradients,
+derived from (seed, example id[, step]), run the model, take the loss, average the gradients over devices (`parallel.ordered_mean`),
 apply the optax update. K steps can be fused into one call with `lax.scan`
 (`train.steps_per_dispatch`) for small, dispatch-bound models.
 
@@ -164,7 +164,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
 
     Loss: MSE on normalised centres (mean over the batch and both coordinates, as
     torch's MSELoss) or softmax cross-entropy for detection. Gradients are averaged over
-    devices with `pmean`, so the update equals the single-device one on the global batch.
+    devices (`parallel.ordered_mean`, in device order: the same bits however the devices
+    are spread over processes), so the update is the one on the global batch.
     Returns the new state and metric sums over the global batch.
     """
     step = state["step"]
@@ -184,11 +185,11 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
         return sums["loss"] / x.shape[0], sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
-    grads = lax.pmean(grads, parallel.AXIS)
+    grads = parallel.ordered_mean(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = {"params": params, "opt_state": opt_state, "step": step + 1}
-    return new_state, lax.psum(sums, parallel.AXIS)
+    return new_state, parallel.ordered_sum(sums)
 
 
 def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
@@ -220,11 +221,11 @@ def _dense_train_step(state, batch, tables, keys, *, graphdef, tx, task, resampl
         return loss / x.shape[0], {"loss": loss, "count": jnp.sum(weight)}
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
-    grads = lax.pmean(grads, parallel.AXIS)
+    grads = parallel.ordered_mean(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
-    return new_state, lax.psum(sums, parallel.AXIS)
+    return new_state, parallel.ordered_sum(sums)
 
 
 def dense_eval_sums(task: Task, logits_fn, images: jax.Array, keys: jax.Array,
@@ -274,14 +275,16 @@ def eval_step(params: nnx.State, batch: Mapping[str, jax.Array], tables: Mapping
     """Metric sums on one device's share of an eval batch; batch["weight"] is 0 for padding.
 
     Evaluation always uses the fixed per-example alteration, so every epoch (and every
-    run with the same seed) is scored on the same altered images.
+    run with the same seed) is scored on the same altered images. The batch has a step axis
+    of length 1, as the train steps' batches have (`run_setup.device_batch`).
     """
+    batch = jax.tree.map(lambda x: x[0], batch)
     if task.dense:
         ids = batch["id"]
         images = tables["images"][ids] if "images" in tables else batch["image"]
         sums = dense_eval_sums(task, nnx.merge(graphdef, params), images,
                                example_keys(keys.corrupt, ids, None), batch["weight"])
-        return lax.psum(sums, parallel.AXIS)
+        return parallel.ordered_sum(sums)
     x, features, labels = prepare_inputs(task, batch, tables, keys.corrupt, None)
     outputs = nnx.merge(graphdef, params)(x, features)
-    return lax.psum(_batch_sums(task, outputs, labels, batch["weight"]), parallel.AXIS)
+    return parallel.ordered_sum(_batch_sums(task, outputs, labels, batch["weight"]))

@@ -7,6 +7,7 @@ act on is built by `anomaly_jax.run_setup`. Here: the loop, its per-epoch record
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,17 +38,21 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
     from tqdm import tqdm  # progress output only
 
     t_start = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
-    writer = jax.process_index() == 0
-    with ckpt_lib.WorkdirLock(workdir):
+    # In a run of several processes, process 0 alone writes, locks, deletes and renames; the
+    # others wait at a barrier until it has, and take part in Orbax's saves and restores.
+    writer = parallel.is_writer()
+    if writer:
+        os.makedirs(workdir, exist_ok=True)
+    with ckpt_lib.WorkdirLock(workdir) if writer else contextlib.nullcontext():
         run, state = setup(config)
-        manager = open_checkpoints(workdir, config)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
-        if fresh:
-            manager.delete_all()
+        if fresh and writer:
+            ckpt_lib.delete_checkpoints(os.path.join(workdir, "checkpoints"))
             for name in ("metrics.jsonl", "summary.json"):
                 if os.path.exists(os.path.join(workdir, name)):
                     os.remove(os.path.join(workdir, name))
+        parallel.barrier("workdir ready")
+        manager = open_checkpoints(workdir, config)
         try:
             shard_index, shard_count = parallel.process_shard()
             iterator = pipeline.batch_iterator(
@@ -64,7 +69,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 iterator.set_state(restored.data_state)
                 epoch_sums = restored.epoch_sums
                 epoch_time = restored.epoch_time
-                _truncate_metrics(metrics_path, restored.epoch_done)
+                if writer:
+                    _truncate_metrics(metrics_path, restored.epoch_done)
                 print(f"resumed from step {int(state['step'])} in {workdir}", file=sys.stderr)
             if writer:
                 with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -13,6 +13,8 @@ import sys
 
 from experiments.configs import CONFIGS, describe, get_config
 
+DEFAULT_COMPILE_CACHE = "~/.cache/anomaly_jax/xla"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
@@ -25,7 +27,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true",
                    help="delete the workdir's checkpoints and metrics and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "several processes (one per host; with none of these, a SLURM or Open MPI job of "
+        "several tasks is detected by JAX); to try it on one machine: experiments.launch")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, metavar="N")
+    g.add_argument("--process-id", type=int, metavar="I")
+    p.add_argument("--compile-cache", metavar="DIR", default=None,
+                   help="JAX's persistent compilation cache (default $JAX_COMPILATION_CACHE_DIR"
+                        f" or {DEFAULT_COMPILE_CACHE}); 'off' disables it")
     return p.parse_args(argv)
+
+
+def use_compile_cache(directory: str | None) -> str | None:
+    """Turns on JAX's persistent compilation cache, so that a rerun or a resume does not pay
+    compilation again. Returns the directory (None when off)."""
+    import jax
+    directory = directory or os.environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT_COMPILE_CACHE
+    if directory == "off":
+        return None
+    directory = os.path.expanduser(directory)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,21 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_jax import report
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.config import apply_overrides
+    from anomaly_jax import parallel
     from anomaly_jax.train import train_and_evaluate
 
+    several = False
     try:
         config = apply_overrides(get_config(args.config), args.overrides)
+        # Before anything touches a device.
+        several = parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        use_compile_cache(args.compile_cache)
         workdir = args.workdir or os.path.join("runs", config.name)
         summary = train_and_evaluate(config, workdir, fresh=args.fresh,
                                      progress=not args.no_progress)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        parallel.mark_done()  # the others stop on the same error, not on a lost peer
         return exit_code(e)
-    run = report.read_run(workdir)
-    summary["plot"] = report.plot_curves([run], os.path.join(workdir, "learning_curves.png"),
-                                         title=config.name)
+    except Exception as e:  # noqa: BLE001 -- only the lost-peer case is handled here
+        if not (several and parallel.lost_peer(e)):
+            raise
+        # Another process of the run died: say so in one line and leave at once (a normal
+        # exit would wait at JAX's shutdown barrier for the dead process, then abort).
+        print(parallel.peer_lost_message(str(e)), file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    if parallel.is_writer():
+        run = report.read_run(workdir)
+        summary["plot"] = report.plot_curves([run], os.path.join(workdir, "learning_curves.png"),
+                                             title=config.name)
     summary["workdir"] = workdir
     print(json.dumps(summary))
+    parallel.mark_done()
     return 0
 
 

@@ -570,8 +570,7 @@ def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     def device_batch() -> dict[str, jax.Array]:
         ids = rng.choice(split, (1, batch))
-        b = run_setup.device_batch(run, ids, run_setup.stream_images(run, ids), weight)
-        return jax.tree.map(lambda x: x[:, 0], b)  # eval takes one step: no K axis
+        return run_setup.device_batch(run, ids, run_setup.stream_images(run, ids), weight)
 
     t0 = time.perf_counter()
     compiled = eval_fn.lower(params, device_batch(), run.tables, run.keys).compile()
