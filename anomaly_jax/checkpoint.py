@@ -32,6 +32,7 @@ from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 
 # Fields a resumed run may change without changing what the run means.
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every", "train.num_devices",
+                     "model.impl",
                      "train.steps_per_dispatch", "checkpoint.every_steps", "checkpoint.keep",
                      "data.cache", "data.workers")
 

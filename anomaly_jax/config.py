@@ -59,6 +59,10 @@ class ModelConfig:
     ] = "seed_cnn"
     width: int = 16  # localiser only: channels of its dilated conv blocks
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; params stay float32
+    # Formulation of the seed models' convs and pools: "fast" = XLA:CPU tricks, "plain" =
+    # textbook ops (what a GPU wants); "auto" = fast on CPU, plain elsewhere. Same parameters
+    # and outputs either way (tests/test_models.py).
+    impl: Literal["auto", "fast", "plain"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True)

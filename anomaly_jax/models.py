@@ -315,10 +315,18 @@ def _seed_block_s2d(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _dropout(x: jax.Array, key: jax.Array | None, rate: float) -> jax.Array:
-    """Inverted dropout drawn from `key` only; identity when key is None."""
+    """Inverted dropout drawn from `key` only; identity when key is None.
+
+    key: one key (the whole batch's mask from it) or key[B], one per example (what the train
+    step passes: keys from (seed, step, example id), so an example's mask does not depend on
+    its batch, position or device).
+    """
     if key is None:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    if key.ndim == 1:
+        keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate, x.shape[1:]))(key)
+    else:
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
@@ -458,15 +466,28 @@ class WhiteBoxNet(nnx.Module):
 
 
 # --------------------------------------------------------------------------- factory
+def resolve_impl(impl: str, backend: str) -> str:
+    """model.impl -> the formulation used: "auto" is "fast" on XLA:CPU (its formulations are
+    CPU tricks: space-to-depth convs doing 4x the FLOPs, chunked weight gradients) and "plain"
+    on any other backend ("gpu", "cuda", "rocm", "tpu", ...); "fast" / "plain" as asked."""
+    if impl == "auto":
+        return "fast" if backend == "cpu" else "plain"
+    if impl not in IMPLS:
+        raise ValueError(f"model impl {impl!r} is not one of auto, {', '.join(IMPLS)}")
+    return impl
+
+
 def make_model(
-    name: str, image_size: int, *, dtype: str = "float32", impl: Impl = "fast", width: int = 16,
+    name: str, image_size: int, *, dtype: str = "float32", impl: str = "auto", width: int = 16,
     rngs: nnx.Rngs
 ) -> nnx.Module:
     """Builds the model `name` (one of MODEL_NAMES) for square images of side `image_size`.
 
     "localiser" is the dense, fully convolutional model of `anomaly_jax.localiser` (any image
-    size; `width` channels); the others are the seeds' models.
+    size; `width` channels); the others are the seeds' models. impl: "auto" | "fast" |
+    "plain", resolved here for the default backend (`resolve_impl`).
     """
+    impl = resolve_impl(impl, jax.default_backend())
     if name == "localiser":
         return LocaliserNet(width=width, dtype=dtype, rngs=rngs)
     if name == "white_box_net":

@@ -36,7 +36,9 @@ AXIS = "batch"  # the pmap axis name used by the reductions and lax.axis_index i
 # JAX's own heartbeat timeout (its default): after it JAX declares a silent peer dead.
 HEARTBEAT_TIMEOUT_S = 100
 # The run's own, faster check (see `_start_peer_watch`).
-PEER_BEAT_S, PEER_TIMEOUT_S = 2.0, 30.0
+# ANOMALY_JAX_PEER_TIMEOUT_S overrides the timeout (the tests use a short one).
+PEER_BEAT_S = 1.0
+PEER_TIMEOUT_S = float(os.environ.get("ANOMALY_JAX_PEER_TIMEOUT_S", "30"))
 _ALIVE = "anomaly_jax/alive"
 _done = threading.Event()
 # Environments whose launcher starts one process per task and that JAX's own cluster

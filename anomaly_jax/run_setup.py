@@ -60,7 +60,8 @@ def init_state(config: Config, keys: RunKeys, tx: optax.GradientTransformation
                ) -> tuple[nnx.GraphDef, TrainState]:
     """A fresh model and optimizer state (on the host/default device, not replicated)."""
     model = models.make_model(config.model.name, config.data.image_size,
-                              dtype=config.model.dtype, width=config.model.width,
+                              dtype=config.model.dtype, impl=config.model.impl,
+                              width=config.model.width,
                               rngs=nnx.Rngs(params=keys.init))
     graphdef, params = nnx.split(model)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}

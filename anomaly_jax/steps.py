@@ -174,8 +174,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
         return _dense_train_step(state, batch, tables, keys, graphdef=graphdef, tx=tx, task=task,
                                  resample_step=resample_step)
     x, features, labels = prepare_inputs(task, batch, tables, keys.corrupt, resample_step)
-    dropout_key = jax.random.fold_in(jax.random.fold_in(keys.dropout, step),
-                                     lax.axis_index(parallel.AXIS))
+    # One dropout key per example, from (seed, step, example id): the masks do not depend on
+    # how the batch is split over devices or processes.
+    dropout_key = example_keys(keys.dropout, batch["id"], step)
     weight = jnp.ones(x.shape[0], jnp.float32)
 
     def loss_fn(params):

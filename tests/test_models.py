@@ -227,3 +227,24 @@ def test_merge_inside_pmap(name):
     want = (jnp.mean(out0 ** 2) + jnp.mean(out1 ** 2)) / 2
     np.testing.assert_allclose(l[0], want, rtol=1e-5)
     assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(rep)
+
+
+def test_impl_auto_is_fast_on_cpu_and_plain_elsewhere():
+    assert M.resolve_impl("auto", "cpu") == "fast"
+    for backend in ("gpu", "cuda", "rocm", "tpu", "METAL"):
+        assert M.resolve_impl("auto", backend) == "plain"
+    assert M.resolve_impl("plain", "cpu") == "plain" and M.resolve_impl("fast", "gpu") == "fast"
+    with pytest.raises(ValueError, match="auto, fast, plain"):
+        M.resolve_impl("turbo", "cpu")
+
+
+def test_per_example_dropout_does_not_depend_on_the_batch():
+    """With one key per example (what the train step passes), an example's output is the same
+    in a batch of 4 and of 2, at any position."""
+    model = M.make_model("white_box_net", 64, rngs=nnx.Rngs(0))
+    x, f = inputs(4, 64)
+    keys = jax.random.split(jax.random.key(3), 4)
+    whole = call(model, x, f, keys)
+    pair = call(model, x[jnp.array([3, 1])], f[jnp.array([3, 1])], keys[jnp.array([3, 1])])
+    np.testing.assert_allclose(pair, whole[jnp.array([3, 1])], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(call(model, x, f, None), whole)  # dropout did act
