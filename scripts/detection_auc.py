@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from scripts.locator_args import add_locator_args, load_dense_run, locator_usage_error
+from scripts.locator_args import add_locator_args, load_locator, locator_usage_error
 
 DEFAULT_SIZE = 800
 
@@ -138,14 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import localisation_report, locate_squares, roc_auc
 
-    model, step = None, None
     try:
-        if args.method == "model":
-            loaded = load_dense_run(args, "detection_auc")
-            if isinstance(loaded, str):
-                print(f"error: {loaded}", file=sys.stderr)
-                return 2
-            config, model, step = loaded
+        config, model, step = load_locator(args, "detection_auc")
+        if model is not None:
             if config.seed == args.seed and config.data.source == "landscapes":
                 print(f"error: --seed {args.seed} is the run's own seed: its landscapes are "
                       "the ones it trained on; pick another", file=sys.stderr)

@@ -34,13 +34,17 @@ def locator_usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def load_dense_run(args: argparse.Namespace, tool: str) -> tuple[Any, Any, int] | str:
-    """(config, model, step) of --workdir's localiser run, or a one-line refusal when the run
-    is a seed model. Raises the library's user errors (missing run, bad checkpoint)."""
+def load_locator(args: argparse.Namespace, tool: str) -> tuple[Any, Any, int | None]:
+    """(config, model, step) of --workdir's localiser run for --method model; (None, None,
+    None) for --method physics. Raises the library's user errors (missing run, bad checkpoint,
+    a run of a seed model, which `tool` cannot use)."""
+    if args.method != "model":
+        return None, None, None
     from anomaly_jax import models
+    from anomaly_jax.errors import ConfigError
     from anomaly_jax.train import restore_params
     config, model, step = restore_params(args.workdir, args.step)
     if not models.is_dense(config.model.name):
-        return (f"{args.workdir} is a {config.model.name} run; {tool} needs a localiser run "
-                "(model.name=localiser) or --method physics")
+        raise ConfigError(f"{args.workdir} is a {config.model.name} run; {tool} needs a "
+                          "localiser run (model.name=localiser) or --method physics")
     return config, model, step

@@ -35,7 +35,7 @@ import json
 import os
 import sys
 
-from scripts.locator_args import (DEFAULT_PHYSICS_SIZE, add_locator_args, load_dense_run,
+from scripts.locator_args import (DEFAULT_PHYSICS_SIZE, add_locator_args, load_locator,
                                   locator_usage_error)
 CHUNK = 16  # photos decoded and held at once (bounds memory)
 
@@ -101,14 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import evidence_maps, locate_squares
 
-    model, step = None, None
     try:
-        if args.method == "model":
-            loaded = load_dense_run(args, "predict")
-            if isinstance(loaded, str):
-                print(f"error: {loaded}", file=sys.stderr)
-                return 2
-            config, model, step = loaded
+        config, model, step = load_locator(args, "predict")
+        if model is not None:
             size = args.size or config.data.image_size
         else:
             size = args.size or DEFAULT_PHYSICS_SIZE
