@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from anomaly_jax import model_ops as ops
 from anomaly_jax import models as M
 
 
@@ -142,8 +143,8 @@ def tied_images(b, size, seed=0):
 def test_white_box_fast_ties_go_to_first_maximum_like_plain():
     x = tied_images(6, 64)
     model = M.make_model("white_box_net", 64, impl="plain", rngs=nnx.Rngs(1))
-    z = M._conv_plain(x, model.conv1.kernel[...], model.conv1.bias[...], "VALID")
-    windows = np.asarray(M._pool_windows(z))
+    z = ops.conv_plain(x, model.conv1.kernel[...], model.conv1.bias[...], "VALID")
+    windows = np.asarray(ops._pool_windows(z))
     n_max = (windows == windows.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4))
     assert (n_max > 1).mean() > 0.5  # the case the reshape-max gradient would split
     assert_fast_equals_plain("white_box_net", 64, x, None)
@@ -154,9 +155,9 @@ def test_leaky_max_pool_fast_gradient_is_select_and_scatter():
     g = jax.random.normal(jax.random.key(1), (2, 3, 4, 3))
 
     def plain(z):
-        return M._max_pool_plain(jax.nn.leaky_relu(z, M.LEAKY_SLOPE))
+        return ops.max_pool_plain(jax.nn.leaky_relu(z, ops.LEAKY_SLOPE))
 
-    out_f, vjp_f = jax.vjp(M._leaky_max_pool_fast, z)
+    out_f, vjp_f = jax.vjp(ops._leaky_max_pool_fast, z)
     out_p, vjp_p = jax.vjp(plain, z)
     np.testing.assert_array_equal(out_f, out_p)
     np.testing.assert_allclose(vjp_f(g)[0], vjp_p(g)[0], rtol=1e-6, atol=1e-7)
@@ -167,8 +168,8 @@ def test_conv_valid_fast_gradients_equal_xla(batch):
     x = jax.random.normal(jax.random.key(0), (batch, 9, 8, 2))
     w = jax.random.normal(jax.random.key(1), (5, 5, 2, 3))
     dy = jax.random.normal(jax.random.key(2), (batch, 5, 4, 3))
-    out_f, vjp_f = jax.vjp(M._conv_valid_fast, x, w)
-    out_p, vjp_p = jax.vjp(M._conv_valid_nhwc, x, w)
+    out_f, vjp_f = jax.vjp(ops._conv_valid_fast, x, w)
+    out_p, vjp_p = jax.vjp(ops._conv_valid_nhwc, x, w)
     np.testing.assert_allclose(out_f, out_p, rtol=1e-6, atol=1e-6)
     for a, b in zip(jax.jit(vjp_f)(dy), vjp_p(dy)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
@@ -195,14 +196,14 @@ def test_dropout():
     np.testing.assert_array_equal(call(model, x, key=k), call(model, x, key=k))
     assert not np.allclose(call(model, x, key=k), call(model, x, key=jax.random.key(8)))
     h = jnp.abs(jax.random.normal(jax.random.key(0), (200, 1352))) + 0.1
-    d = M._dropout(h, k, 0.5)
+    d = ops.dropout(h, k, 0.5)
     dropped = float(jnp.mean(d == 0))
     assert 0.48 < dropped < 0.52
     np.testing.assert_allclose(jnp.where(d != 0, d, 2 * h), 2 * h, rtol=1e-6)
     # The logits are the dense layer applied to exactly that masked, scaled feature vector.
-    feats = M._white_box_trunk_fast(x, *(v[...] for v in (model.conv1.kernel, model.conv1.bias,
+    feats = ops.white_box_trunk_fast(x, *(v[...] for v in (model.conv1.kernel, model.conv1.bias,
                                                            model.conv2.kernel, model.conv2.bias)))
-    want = M._dropout(feats, k, 0.5) @ model.fc.kernel[...] + model.fc.bias[...]
+    want = ops.dropout(feats, k, 0.5) @ model.fc.kernel[...] + model.fc.bias[...]
     np.testing.assert_allclose(call(model, x, key=k), want, rtol=1e-5, atol=1e-6)
 
 
