@@ -24,6 +24,7 @@ from flax import nnx
 from jax import lax
 
 from anomaly_jax import augment, corruptions, jpeg, localiser, metrics, models, parallel, squares
+from anomaly_jax.alteration import alter_examples, example_keys
 from anomaly_jax.config import Config, CorruptionConfig, TrainConfig
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
@@ -104,17 +105,6 @@ def total_steps(config: Config, steps_per_epoch: int) -> int:
 # --------------------------------------------------------------------------- the steps
 
 
-def example_keys(base: jax.Array, ids: jax.Array, step: jax.Array | None) -> jax.Array:
-    """One key per example: from (base, id) for fixed alterations, (base, step, id) fresh.
-
-    ids: int32[B] -> key[B]. Keys depend on the example, not on its batch or device, so
-    the same global batch gives the same alterations on any number of devices.
-    """
-    if step is not None:
-        base = jax.random.fold_in(base, step)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(ids)
-
-
 def prepare_inputs(task: Task, batch: Mapping[str, jax.Array], tables: Mapping[str, jax.Array],
                    corrupt_key: jax.Array, step: jax.Array | None
                    ) -> tuple[jax.Array, jax.Array | None, dict[str, jax.Array]]:
@@ -136,12 +126,7 @@ def prepare_inputs(task: Task, batch: Mapping[str, jax.Array], tables: Mapping[s
                               else jnp.ones(ids.shape, bool))}
         features = tables["features"][ids]
     else:
-        c = task.corruption
-        images, lab = corruptions.alter_batch(
-            c.kind, images, example_keys(corrupt_key, ids, step),
-            p_altered=c.p_altered, overflow=c.overflow, box_size=c.box_size)
-        if c.jpeg_quality:  # as the seed's photos were saved after the alteration
-            images = jpeg.jpeg_roundtrip_batch(images, c.jpeg_quality)
+        images, lab = alter_examples(task.corruption, images, corrupt_key, ids, step)
         labels = {k: lab[k] for k in ("center", "half_size_norm", "altered")}
         # As the seed fed them: r in pixels and the ratio, unscaled.
         features = jnp.stack([lab["half_size"].astype(jnp.float32), lab["ratio"]], axis=-1)

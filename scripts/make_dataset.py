@@ -3,7 +3,7 @@
     python -m scripts.make_dataset --out DIR [--config NAME] [--set KEY=VALUE]... [--quality 75]
 
 Loads the config's clean source (data.*), alters every image once with corruption.* using the
-per-example key the trainer uses (steps.example_keys), and writes JPEGs (quality 75 = Pillow's default, what
+per-example key the trainer uses (alteration.alter_examples), and writes JPEGs (quality 75 = Pillow's default, what
 the seed saved with) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
 img_path (relative), plus an `altered` column when some images were left clean. The last line
 of stdout is {"out", "n", "csv"}.
@@ -44,8 +44,8 @@ def alter_all(config, images):
     import jax
     import numpy as np
 
-    from anomaly_jax import corruptions
-    from anomaly_jax.steps import RunKeys, example_keys
+    from anomaly_jax.alteration import alter_examples
+    from anomaly_jax.steps import RunKeys
 
     c = config.corruption
     n, height, width = images.shape[:3]
@@ -56,9 +56,8 @@ def alter_all(config, images):
 
     @jax.jit
     def alter(batch, ids):
-        keys = example_keys(corrupt_key, ids, None)
-        out, labels = corruptions.alter_batch(c.kind, batch, keys, p_altered=c.p_altered,
-                                              overflow=c.overflow, box_size=c.box_size)
+        # The files are written as JPEG below: no on-device round trip before that.
+        out, labels = alter_examples(c, batch, corrupt_key, ids, None, jpeg_roundtrip=False)
         return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
 
     outs, labels = [], []

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax import corruptions
+from anomaly_jax import alteration
 from anomaly_jax.config import Config, apply_overrides
 from anomaly_jax.errors import ConfigError
 
@@ -252,10 +252,9 @@ def corrupt_fn(config: Config, donate: bool) -> Callable:
     c = config.corruption
 
     def alter(images, key):
-        keys = jax.random.split(key, images.shape[0])
-        out, labels = corruptions.alter_batch(
-            c.kind, images, keys, p_altered=c.p_altered, overflow=c.overflow, box_size=c.box_size
-        )
+        # The trainer's way: keys from (key, example id); no JPEG (its own row measures it).
+        ids = jnp.arange(images.shape[0], dtype=jnp.int32)
+        out, labels = alteration.alter_examples(c, images, key, ids, jpeg_roundtrip=False)
         return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
 
     return jax.jit(alter, donate_argnums=(0,) if donate else ())
