@@ -12,6 +12,12 @@ from typing import Any, Literal
 
 from anomaly_jax.errors import ConfigError
 
+# Each enumeration is defined once, here: a `Literal` field's values (read them with
+# `choices`), plus the subsets below. Other modules read them from this module.
+SYNTHETIC_SOURCES = ("landscapes", "solid", "black")  # made on the device (anomaly_jax.synthetic)
+DETECTION_MODELS = ("white_box_net",)  # classify altered / clean (seed 2); the rest localise
+DENSE_MODELS = ("localiser",)  # per-pixel maps decoded into a square (anomaly_jax.localiser)
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -166,7 +172,7 @@ def validate(config: Config) -> None:
     c = config
     if c.data.image_size < 16:
         raise ConfigError(f"data.image_size={c.data.image_size}: expected at least 16")
-    if c.model.name not in ("white_box_net", "localiser") and c.data.image_size % 16:
+    if c.model.name not in DETECTION_MODELS + DENSE_MODELS and c.data.image_size % 16:
         raise ConfigError(
             f"data.image_size={c.data.image_size}: model {c.model.name} needs a multiple of 16")
     if not 0.0 <= c.data.val_fraction + c.data.test_fraction < 1.0:
@@ -225,3 +231,18 @@ def from_dict(d: dict) -> Config:
             kwargs[f.name] = build(hints[f.name], v) if dataclasses.is_dataclass(hints[f.name]) else v
         return cls(**kwargs)
     return build(Config, d)
+
+
+def choices(section: type, field: str) -> tuple[str, ...]:
+    """The allowed values of the Literal field `field` of a config section, e.g.
+    `choices(ModelConfig, "name")`: the one definition of each enumeration."""
+    return typing.get_args(typing.get_type_hints(section)[field])
+
+
+def is_detection(config: Config) -> bool:
+    """Is this a detection run (altered or clean?) rather than a localisation run?"""
+    return config.model.name in DETECTION_MODELS
+
+
+assert choices(DataConfig, "source")[:len(SYNTHETIC_SOURCES)] == SYNTHETIC_SOURCES
+assert set(DETECTION_MODELS + DENSE_MODELS) <= set(choices(ModelConfig, "name"))

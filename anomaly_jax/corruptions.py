@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from anomaly_jax.config import CorruptionConfig, choices
+
 Array = jax.Array
-KINDS = ("discolor", "white_box", "scramble")
-OVERFLOWS = ("wrap", "clip")
+KINDS = choices(CorruptionConfig, "kind")
+OVERFLOWS = choices(CorruptionConfig, "overflow")
 
 # Fixed-point discolor: out = (v * m + BIAS) >> SHIFT with m = round(ratio * 2**SHIFT).
 #

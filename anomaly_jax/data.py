@@ -22,13 +22,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from anomaly_jax.config import DataConfig
+from anomaly_jax.config import SYNTHETIC_SOURCES, DataConfig, choices
 from anomaly_jax.decoding import (IMAGE_EXTENSIONS, FileLoader, _read_files, _warn_skipped,
                                   list_image_files)
 from anomaly_jax.errors import DataError
 from anomaly_jax.seed_csv import _row_error, read_csv_rows
 
-SYNTHETIC_SOURCES = ("landscapes", "solid", "black")
 # Host RAM fraction / device memory fraction a decoded dataset may take (resolve_cache).
 HOST_FRACTION, DEVICE_FRACTION, CPU_DEVICE_LIMIT = 0.5, 0.25, 2 << 30
 
@@ -152,7 +151,7 @@ def load_image_set(config: DataConfig, seed: int, *, decode: bool = True) -> Ima
             raise DataError("data.csv: required when data.source='csv'")
         return _load_csv(config, decode)
     raise DataError(f"data.source={config.source!r}: expected one of "
-                    f"{', '.join(SYNTHETIC_SOURCES + ('folder', 'csv'))}")
+                    f"{', '.join(choices(DataConfig, 'source'))}")
 
 
 def photo_tiles(photo: np.ndarray, size: int, min_side: int) -> list[tuple[np.ndarray, tuple]]:

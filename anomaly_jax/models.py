@@ -32,15 +32,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from anomaly_jax.config import DENSE_MODELS, ModelConfig, choices
 from anomaly_jax.localiser import LocaliserNet
 from anomaly_jax.model_ops import (LEAKY_SLOPE, POOL, SEED_S2D_BLOCKS, conv_plain, dropout,
                                    max_pool_plain, seed_block_s2d, white_box_trunk_fast)
 
 # The seeds' models (image -> two numbers); the dense localiser is in anomaly_jax.localiser.
-SEED_MODEL_NAMES = ("seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net")
-MODEL_NAMES = SEED_MODEL_NAMES + ("localiser",)
-IMPLS = ("fast", "plain")
-DTYPES = ("float32", "bfloat16")
+MODEL_NAMES = choices(ModelConfig, "name")
+SEED_MODEL_NAMES = tuple(n for n in MODEL_NAMES if n not in DENSE_MODELS)
+IMPLS = tuple(i for i in choices(ModelConfig, "impl") if i != "auto")  # what "auto" resolves to
+DTYPES = choices(ModelConfig, "dtype")
 _FUSION_OF = {
     "seed_cnn": None,
     "fusion_early": "early",
@@ -266,7 +267,7 @@ def uses_features(name: str) -> bool:
 
 def is_dense(name: str) -> bool:
     """True for the dense localiser (uint8 images in, per-pixel edge logits out)."""
-    return name == "localiser"
+    return name in DENSE_MODELS
 
 
 def num_params(model: nnx.Module) -> int:

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from anomaly_jax import data, decoding, metrics, models, parallel, pipeline, seed_csv
-from anomaly_jax.config import Config
+from anomaly_jax.config import SYNTHETIC_SOURCES, Config
 from anomaly_jax.errors import ConfigError
 from anomaly_jax.steps import (RunKeys, Task, TrainState, eval_step, make_optimizer, make_task,
                                total_steps, train_steps)
@@ -125,7 +125,7 @@ def choose_cache(config: Config, num_devices: int) -> str:
     """Where the decoded dataset lives: "device", "host" or "stream" (data.cache, or automatic
     from its size: every device holds a full copy, so device bytes scale with the count)."""
     d = config.data
-    if d.source in data.SYNTHETIC_SOURCES:
+    if d.source in SYNTHETIC_SOURCES:
         n = d.num_images
     elif d.source == "folder":
         n = len(decoding.list_image_files(d.dir))
@@ -136,7 +136,7 @@ def choose_cache(config: Config, num_devices: int) -> str:
                                device_bytes_free=_device_bytes_free(jax.local_devices()[0]),
                                host_bytes_free=_host_bytes_free())
     # Synthetic images are generated, not read: there is nothing to stream from.
-    return "host" if cache == "stream" and d.source in data.SYNTHETIC_SOURCES else cache
+    return "host" if cache == "stream" and d.source in SYNTHETIC_SOURCES else cache
 
 
 def _device_bytes_free(device) -> int | None:

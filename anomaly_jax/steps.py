@@ -25,7 +25,7 @@ from jax import lax
 
 from anomaly_jax import augment, corruptions, jpeg, localiser, metrics, models, parallel, squares
 from anomaly_jax.alteration import alter_examples, example_keys
-from anomaly_jax.config import Config, CorruptionConfig, TrainConfig
+from anomaly_jax.config import Config, CorruptionConfig, TrainConfig, is_detection
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
 
@@ -74,7 +74,7 @@ def make_task(config: Config) -> Task:
                                   jpeg_quality=c.jpeg_quality, min_scale=config.data.min_scale,
                                   p_frame=config.data.p_frame)
     return Task(corruption=config.corruption,
-                detect=config.model.name == "white_box_net",
+                detect=is_detection(config),
                 labelled=config.data.source == "csv",
                 use_features=models.uses_features(config.model.name),
                 dense=dense, crop=crop,

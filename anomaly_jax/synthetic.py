@@ -49,9 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from anomaly_jax.config import SYNTHETIC_SOURCES
+
 Array = jax.Array
 
-SOURCES = ("landscapes", "solid", "black")
+SOURCES = SYNTHETIC_SOURCES  # the sources this module makes (defined in the config schema)
 
 # Longest side of the coarse grid the structure is rendered on (the step s is the smallest
 # power of two that fits the image in it).

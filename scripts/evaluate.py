@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from anomaly_jax import data, models, report
-    from anomaly_jax.config import DataConfig
+    from anomaly_jax.config import DataConfig, is_detection
     from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import (localisation_report, locate_squares, predict_centers,
                                         roc_auc)
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.method == "model":
             config, model, step = restore_params(args.workdir, args.step)
-            if config.model.name == "white_box_net":
-                print(f"error: {args.workdir} is a detection run (white_box_net); evaluate "
+            if is_detection(config):
+                print(f"error: {args.workdir} is a detection run ({config.model.name}); evaluate "
                       "scores localisation runs", file=sys.stderr)
                 return 2
             dense = models.is_dense(config.model.name)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from anomaly_jax import alteration
-from anomaly_jax.config import Config, apply_overrides
+from anomaly_jax.config import Config, apply_overrides, is_detection
 from anomaly_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -451,7 +451,7 @@ def k_list(config: Config, args: argparse.Namespace) -> list[int]:
             raise ConfigError(f"--k {args.k!r}: every K must be at least 1")
     else:
         ks = {config.train.steps_per_dispatch}
-        if config.model.name == "white_box_net":
+        if is_detection(config):  # the small, dispatch-bound model: K=8 measured too
             ks.add(8)
     return sorted(ks | {1})
 
@@ -602,7 +602,7 @@ def epoch_config(config: Config, args: argparse.Namespace) -> tuple[Config, str 
     """The epoch stage's config and the seed-format folder the torch peer reads (None: no
     peer). Seed-1 configs default to ../shared/seed1_dev (data.source=csv) when it exists."""
     defaults = {"train.epochs": "2", "train.max_steps": "0"}
-    seed1 = config.model.name != "white_box_net" and config.corruption.kind == "discolor"
+    seed1 = not is_detection(config) and config.corruption.kind == "discolor"
     labels = SEED1_DEV / "labels.csv"
     if seed1 and not user_set(args, "data.source") and labels.is_file():
         defaults.update({"data.source": "csv", "data.csv": str(labels)})
