@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from anomaly_jax import synthetic
+from anomaly_jax import landscape_params, landscape_scene, synthetic, value_noise
 
 N = 16  # one compiled batch shape serves most tests (compiling dominates their time)
 
@@ -19,7 +19,7 @@ def test_dtype_and_shape(batch):
     assert batch.dtype == np.uint8 and batch.shape == (N, 64, 64, 3)
     # 160 > _MAX_LOW_SIDE: rendered on a coarse grid (step 2) and interpolated, with sides
     # that are not multiples of anything in particular.
-    assert synthetic._step(160, 118) == 2
+    assert landscape_params._step(160, 118) == 2
     rect = np.asarray(synthetic.landscapes(jax.random.key(1), 3, 160, 118))
     assert rect.dtype == np.uint8 and rect.shape == (3, 160, 118, 3)
     assert rect.reshape(3, -1).std(axis=1).min() > 10
@@ -107,7 +107,7 @@ def test_generate_dispatch_and_errors(batch):
 
 def test_hash_noise_matches_numpy_reference():
     seed = np.uint32(12345)
-    got = np.asarray(synthetic._hash_uniform(jax.numpy.uint32(seed), (5, 7)))
+    got = np.asarray(value_noise._hash_uniform(jax.numpy.uint32(seed), (5, 7)))
 
     def h(x):
         x = x.astype(np.uint64) & 0xFFFFFFFF
@@ -127,7 +127,7 @@ def test_upsample_matches_numpy_reference():
     rng = np.random.default_rng(0)
     g = rng.standard_normal((2, 5, 3)).astype(np.float32)
     cell, size, offset = 4, 13, 2
-    got = np.asarray(synthetic._upsample(jax.numpy.asarray(g), 1, cell, size, offset, True))
+    got = np.asarray(value_noise._upsample(jax.numpy.asarray(g), 1, cell, size, offset, True))
     want = np.empty((2, size, 3), np.float32)
     for i in range(size):
         k, j = divmod(i + offset, cell)
@@ -136,7 +136,7 @@ def test_upsample_matches_numpy_reference():
         want[:, i] = g[:, k] + (g[:, k + 1] - g[:, k]) * t
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     # cell 1 is a plain crop.
-    np.testing.assert_array_equal(np.asarray(synthetic._upsample(jax.numpy.asarray(g), 1, 1, 3, 1, True)), g[:, 1:4])
+    np.testing.assert_array_equal(np.asarray(value_noise._upsample(jax.numpy.asarray(g), 1, 1, 3, 1, True)), g[:, 1:4])
 
 
 def test_full_resolution_pass_matches_numpy_reference():
@@ -145,9 +145,9 @@ def test_full_resolution_pass_matches_numpy_reference():
     s, height, width, b = 4, 30, 22, 2
     h, w = -(-height // s) + 1, -(-width // s) + 1  # coarse nodes, the last one closing
     rng = np.random.default_rng(1)
-    colour = rng.integers(0, 256 << synthetic._FRAC_BITS, (b, h, w, 3)).astype(np.int16)
+    colour = rng.integers(0, 256 << landscape_scene._FRAC_BITS, (b, h, w, 3)).astype(np.int16)
     amp = rng.integers(0, 256, (b, h)).astype(np.int16)
-    offsets = rng.integers(0, synthetic._GRAIN_PAD - s + 1, (b, 2)).astype(np.int32)
+    offsets = rng.integers(0, landscape_scene._GRAIN_PAD - s + 1, (b, 2)).astype(np.int32)
     wide = synthetic._widen(jax.numpy.asarray(colour), width, s)
     got = np.asarray(synthetic._finish(wide, jax.numpy.asarray(amp), jax.numpy.asarray(offsets), height, width, s))
 
@@ -156,7 +156,7 @@ def test_full_resolution_pass_matches_numpy_reference():
     y, x = np.arange(height), np.arange(width)
     i, a = y // s, (y % s)[:, None, None]
     j, f = x // s, (x % s)[None, :, None]
-    plane = synthetic._grain_plane((h - 1) * s + synthetic._GRAIN_PAD, width + synthetic._GRAIN_PAD).astype(np.int64)
+    plane = synthetic._grain_plane((h - 1) * s + landscape_scene._GRAIN_PAD, width + landscape_scene._GRAIN_PAD).astype(np.int64)
     plane = plane.reshape(plane.shape[0], -1, 3)
     want = np.empty((b, height, width, 3), np.int64)
     for n in range(b):
@@ -166,7 +166,7 @@ def test_full_resolution_pass_matches_numpy_reference():
         amp_y = lo + (((hi - lo) * (y % s)) >> k)  # [H]
         grain = plane[offsets[n, 0] + y][:, offsets[n, 1] + x]
         noise = (grain * amp_y[:, None, None]) >> synthetic._GRAIN_SHIFT
-        want[n] = np.clip((val + noise + (1 << (synthetic._FRAC_BITS - 1))) >> synthetic._FRAC_BITS, 0, 255)
+        want[n] = np.clip((val + noise + (1 << (landscape_scene._FRAC_BITS - 1))) >> landscape_scene._FRAC_BITS, 0, 255)
     np.testing.assert_array_equal(got, want.astype(np.uint8))
 
 
