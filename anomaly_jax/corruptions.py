@@ -1,6 +1,6 @@
 """Image alterations and their parameter samplers, run on the device inside the train step.
 
-Three alterations (DESIGN.md section 2):
+Three alterations (the seeds' rules):
 
 * `discolor`  - seed 1: a square of side 2r centred on (row, col) multiplied by a ratio.
 * `white_box` - seed 2: a pure-white square drawn as Pillow's `rectangle([c, r, c+s, r+s])`.

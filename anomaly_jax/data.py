@@ -3,7 +3,7 @@
 Sources (DataConfig.source):
   "landscapes" | "solid" | "black"  procedural images from `anomaly_jax.synthetic` (no files);
   "folder"                          every image file under `data.dir`, recursively;
-  "csv"                             a seed-format labels.csv (DESIGN §2.1) plus its images.
+  "csv"                             a seed-format labels.csv (`seed_csv`) plus its images.
 
 A dataset that fits in memory is decoded once (`load_image_set(..., decode=True)`, decoding in
 grain worker processes) into one uint8[N, S, S, 3] array; only ids travel per step after that.

@@ -2,7 +2,7 @@
 
 Steps return *sums* (never means) with a `count`, so that padded examples weigh zero,
 per-device results can be `psum`-ed, and an epoch is the plain sum of its steps. `finish`
-turns the totals into the figures of DESIGN §3.1 (`loss`, `distance`, `accuracy`, ...).
+turns the totals into the figures of metrics.jsonl and summary.json (`loss`, `distance`, `accuracy`, ...).
 """
 from __future__ import annotations
 

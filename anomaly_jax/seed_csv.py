@@ -1,4 +1,4 @@
-"""The seed-format labels CSV (DESIGN §2.1): reading and checking it, and writing a dataset in it.
+"""The seed-format labels CSV (x, y, r, discolor_ratio, img_path): reading and checking it, and writing a dataset in it.
 
 Columns x, y, r, discolor_ratio, img_path (+ an optional `altered`); x and y are the square's
 centre as row and column of the stored pixel array, r its half size in pixels.

@@ -54,7 +54,7 @@ class SquarePrior:
 
     @classmethod
     def seed(cls, height: int, width: int) -> "SquarePrior":
-        """Seed 1's sampling range (DESIGN §2.1) scaled by size/800, exactly as
+        """Seed 1's sampling range scaled by size/800, exactly as
         `corruptions._sample_square`: centre in [H/8, H - H/8], r >= 30*min(H, W)/800."""
         r_min = max(1, 30 * min(height, width) // 800)
         return cls(height, width, height // 8, height - height // 8, width // 8,

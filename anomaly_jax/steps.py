@@ -1,6 +1,6 @@
 """The pure train/eval steps over pytrees, and the optimizer they apply.
 
-The hot path (one pmapped call, DESIGN §3): gather clean uint8 images by id from the
+The hot path (one pmapped call): gather clean uint8 images by id from the
 device-resident table (or take the streamed batch), alter them on the device with keys
 derived from (seed, example id[, step]), run the model, take the loss, average the gradients over devices (`parallel.ordered_mean`),
 apply the optax update. K steps can be fused into one call with `lax.scan`

@@ -33,7 +33,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
 
     Writes config.json, metrics.jsonl (one line per epoch), checkpoints/ and summary.json
-    (DESIGN §3.1). Only process 0 writes files.
+    Only process 0 writes files.
     """
     from tqdm import tqdm  # progress output only
 
@@ -270,7 +270,7 @@ def restore_params(workdir: str, step: int | None = None) -> tuple[Config, nnx.M
 
 
 def params_sha256(params: Any) -> str:
-    """SHA-256 of the parameters' bytes, leaves in sorted key-path order (DESIGN §3.1)."""
+    """SHA-256 of the parameters' bytes, leaves in sorted key-path order."""
     digest = hashlib.sha256()
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):

@@ -1,6 +1,6 @@
 """The named experiments: one frozen `Config` per seed experiment.
 
-Seed 1 (discolor localisation, DESIGN §2.1) and seed 2 (white-box detection, §2.2). To add an
+Seed 1 (discolor localisation) and seed 2 (white-box detection, §2.2). To add an
 experiment, add a function returning a Config and register it in CONFIGS; override any field
 from the command line with `--set key=value` instead of editing these.
 """

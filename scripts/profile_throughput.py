@@ -20,7 +20,7 @@ and bytes per step come from XLA's cost analysis of the compiled step (per devic
 whose peak is in GPU_PEAKS they give MFU and the share of memory bandwidth.
 
 Claims are ratios measured in this one invocation, on this one machine (our side first, then
-the peer, back to back), or absolute figures on a named GPU (DESIGN.md §4). The table goes to
+the peer, back to back), or absolute figures on a named GPU (docs/PERFORMANCE.md). The table goes to
 stderr; the last stdout line is one JSON object with every stage's figures, keys prefixed by
 the stage ("train_images_per_s", "epoch_seconds", "train_ratio_vs_torch", ...). A researcher
 may add a stage (a function returning a dict, registered in STAGES) or a GPU to GPU_PEAKS.
