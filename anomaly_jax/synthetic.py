@@ -19,7 +19,8 @@ The embedded default data set, so that every config runs on a fresh machine with
 Every image is drawn from its own key (`jax.random.split(key, n)[i]`), so image i does not
 depend on n nor on how the batch is chunked.
 
-How it stays cheaper than decoding a JPEG of the same size (scripts/bench_synthetic.py):
+How it stays cheaper than decoding a JPEG of the same size (`python -m
+scripts.profile_throughput --stage corrupt`, its landscapes row):
 
 1. All the structure (sky, clouds, ridges, land, water reflection, lighting) is rendered in
    float32 on a coarse grid of at most `_MAX_LOW_SIDE` samples a side (step s, a power of

@@ -7,7 +7,7 @@
     python -m scripts.profile_throughput --stage corrupt --config whitebox_black --set corruption.kind=scramble
 
 Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs them in order):
-  input    cold JPEG decode (grain) vs. batches from the decoded-once cache (scripts/bench_input)
+  input    cold JPEG decode (grain) vs. batches from the decoded-once cache
   corrupt  the on-device alteration alone, vs. the numpy peer; the JPEG round trip vs. Pillow
   train    the real pmapped train step (anomaly_jax.train), for each K of --k, vs. the torch peer
   eval     the pmapped eval step
@@ -17,18 +17,17 @@ Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs th
 Every timed figure is the median of --repeats timed runs, each of --steps steps, after
 warm-up and ahead-of-time compilation, the device synchronised at the end of each run. FLOPs
 and bytes per step come from XLA's cost analysis of the compiled step (per device); on a GPU
-whose peak is in GPU_PEAKS they give MFU and the share of memory bandwidth.
+whose peak is in cost_model.GPU_PEAKS they give MFU and the share of memory bandwidth.
 
 Claims are ratios measured in this one invocation, on this one machine (our side first, then
 the peer, back to back), or absolute figures on a named GPU (docs/PERFORMANCE.md). The table goes to
 stderr; the last stdout line is one JSON object with every stage's figures, keys prefixed by
 the stage ("train_images_per_s", "epoch_seconds", "train_ratio_vs_torch", ...). A researcher
-may add a stage (a function returning a dict, registered in STAGES) or a GPU to GPU_PEAKS.
+may add a stage (a function returning a dict, registered in STAGES) or a GPU to anomaly_jax.cost_model.GPU_PEAKS.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -45,6 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from anomaly_jax import alteration
+from anomaly_jax.cost_model import (compiled_memory_bytes, cost_per_device, device_peak,
+                                    peak_memory_bytes, step_figures)
+from anomaly_jax.profiling import (device_name, load_average, measure_input, median_run_seconds,
+                                   time_calls)
 from anomaly_jax.config import Config, apply_overrides, is_detection
 from anomaly_jax.errors import ConfigError
 
@@ -57,30 +60,6 @@ ROWS = "_rows"  # key of a stage's table rows in its result (removed before the 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def device_name() -> str:
-    devs = jax.devices()
-    return f"{devs[0].platform}:{devs[0].device_kind} x{len(devs)}"
-
-
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def time_calls(step: Callable[[Any], Any], state: Any, steps: int, warmup: int = 2) -> tuple[float, Any]:
-    """Median seconds of `state = step(state)` after `warmup` calls (compile included there)."""
-    for _ in range(warmup):
-        state = jax.block_until_ready(step(state))
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state = jax.block_until_ready(step(state))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), state
 
 
 def run_peer_lines(script: str, *flags: str) -> list[dict[str, Any]] | None:
@@ -110,137 +89,6 @@ def run_peer(script: str, *flags: str) -> dict[str, Any] | None:
     """Runs ../shared/peers/<script> with this Python; its last stdout line is JSON."""
     lines = run_peer_lines(script, *flags)
     return lines[-1] if lines else None
-
-
-# ----------------------------------------------------------------------------- cost model
-
-
-@dataclasses.dataclass(frozen=True)
-class Peak:
-    """Dense (no sparsity) peak of one GPU: FLOP/s by input dtype, and HBM bytes/s."""
-    bf16_flops: float
-    tf32_flops: float
-    fp32_flops: float
-    hbm_bytes_per_s: float
-
-
-# Vendor datasheet figures, dense. Matched in order against device_kind in lower case
-# ("NVIDIA H100 80GB HBM3" is the SXM part), so the more specific names come first.
-GPU_PEAKS: tuple[tuple[str, Peak], ...] = (
-    ("h200 nvl", Peak(835.5e12, 417.5e12, 60.0e12, 4.8e12)),
-    ("h200", Peak(989.4e12, 494.7e12, 66.9e12, 4.8e12)),
-    ("h100 nvl", Peak(835.5e12, 417.5e12, 60.0e12, 3.9e12)),
-    ("h100 pcie", Peak(756.5e12, 378.0e12, 51.2e12, 2.0e12)),
-    ("h100", Peak(989.4e12, 494.7e12, 66.9e12, 3.35e12)),
-    ("a100-sxm4-80gb", Peak(312e12, 156e12, 19.5e12, 2.039e12)),
-    ("a100 80gb pcie", Peak(312e12, 156e12, 19.5e12, 1.935e12)),
-    ("a100", Peak(312e12, 156e12, 19.5e12, 1.555e12)),
-)
-
-
-def gpu_peak(device_kind: str) -> Peak | None:
-    """The Peak of a known GPU by its jax device_kind, else None (CPU, unknown GPUs)."""
-    kind = device_kind.lower()
-    for name, peak in GPU_PEAKS:
-        if name in kind:
-            return peak
-    return None
-
-
-def peak_flops(peak: Peak, dtype: str) -> tuple[float, str]:
-    """The peak that bounds a model computing in `dtype`: bf16 tensor cores for bfloat16;
-    TF32 tensor cores for float32, which XLA uses for f32 convolutions and dots at JAX's
-    default precision on Ampere and later."""
-    return (peak.bf16_flops, "bf16") if dtype == "bfloat16" else (peak.tf32_flops, "tf32")
-
-
-def cost_per_device(cost: Any) -> dict[str, float | None]:
-    """XLA's cost analysis of a compiled (pmapped) step -> {"flops", "bytes"} per device.
-
-    `compiled.cost_analysis()` is a dict for the SPMD executable JAX builds for pmap, which is
-    the program of ONE device (2 devices at the same global batch report half the FLOPs of
-    1); older JAX returned a list with one dict per device program — their first is taken.
-    Missing or negative (unknown) entries give None.
-    """
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    if not cost:
-        return {"flops": None, "bytes": None}
-
-    def pick(key: str) -> float | None:
-        value = cost.get(key)
-        return float(value) if value is not None and value >= 0 else None
-
-    return {"flops": pick("flops"), "bytes": pick("bytes accessed")}
-
-
-def peak_memory_bytes() -> int | None:
-    """Peak bytes in use on the first device since start, where the backend says (not CPU)."""
-    try:
-        stats = jax.devices()[0].memory_stats()
-    except Exception:  # some backends raise instead of returning None
-        return None
-    return None if not stats else stats.get("peak_bytes_in_use")
-
-
-def compiled_memory_bytes(compiled: Any) -> int | None:
-    """Arguments + outputs + temporaries of one device's compiled program, donated outputs
-    counted once (XLA's memory_analysis; works on every backend)."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:
-        return None
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-               + m.temp_size_in_bytes)
-
-
-def device_peak() -> Peak | None:
-    """The Peak of this process's first device, if it is a GPU in GPU_PEAKS."""
-    device = jax.devices()[0]
-    return gpu_peak(device.device_kind) if device.platform == "gpu" else None
-
-
-def step_figures(step_s: float, images_per_step: int, cost: dict[str, float | None],
-                 dtype: str, peak: Peak | None) -> dict[str, Any]:
-    """images/s, ms/step, achieved TFLOP/s and GB/s per device, and with a `peak` the MFU,
-    the share of HBM bandwidth and the ceiling images/s (max of FLOP and byte time).
-
-    step_s: seconds per step (every device runs its share of the batch in parallel);
-    cost: per-device {"flops", "bytes"} of one step (cost_per_device).
-    """
-    flops, nbytes = cost["flops"], cost["bytes"]
-    out = {
-        "images_per_s": round(images_per_step / step_s, 2),
-        "ms_per_step": round(step_s * 1e3, 3),
-        "gflop_per_step": None if flops is None else round(flops / 1e9, 3),
-        "gb_per_step": None if nbytes is None else round(nbytes / 1e9, 4),
-        "tflop_per_s": None if flops is None else round(flops / step_s / 1e12, 4),
-        "gb_per_s": None if nbytes is None else round(nbytes / step_s / 1e9, 2),
-        "mfu": None, "hbm_share": None, "ceiling_images_per_s": None, "peak": None,
-    }
-    if peak is not None and flops is not None and nbytes is not None:
-        pf, which = peak_flops(peak, dtype)
-        floor_s = max(flops / pf, nbytes / peak.hbm_bytes_per_s)
-        out.update(mfu=round(flops / step_s / pf, 4),
-                   hbm_share=round(nbytes / step_s / peak.hbm_bytes_per_s, 4),
-                   ceiling_images_per_s=round(images_per_step / floor_s, 1),
-                   peak=f"{which} {pf / 1e12:.0f} TFLOP/s, {peak.hbm_bytes_per_s / 1e12:.2f} TB/s")
-    return out
-
-
-def median_run_seconds(run_once: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall seconds of `run_once()` (which must synchronise the device) over `repeats`
-    runs, after `warmup` untimed runs."""
-    for _ in range(warmup):
-        run_once()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_once()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ----------------------------------------------------------------------------- stage: corrupt
@@ -689,9 +537,8 @@ def stage_epoch(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_input(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """scripts/bench_input.measure_input at the config's image size: grain decode vs. one
-    decode after another (the seed's way, every epoch) vs. batches from the decoded cache."""
-    from scripts.bench_input import measure_input
+    """profiling.measure_input at the config's image size: grain decode vs. one decode after
+    another (the seed's way, every epoch) vs. batches from the decoded cache."""
 
     data_dir = args.input_data or (str(SEED1_DEV) if SEED1_DEV.is_dir() else None)
     size = config.data.image_size

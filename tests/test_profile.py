@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from anomaly_jax import cost_model
 from scripts import profile_throughput as pt
 
 TINY = ["--config", "cnn_lowlr", "--set", "data.image_size=64", "--set", "data.num_images=20",
@@ -43,7 +44,7 @@ def test_train_stage_reports_figures_and_writes_a_trace(tmp_path, capsys):
     ([], (None, None)),
 ])
 def test_cost_analysis_parsing(cost, expected):
-    got = pt.cost_per_device(cost)
+    got = cost_model.cost_per_device(cost)
     assert (got["flops"], got["bytes"]) == expected
 
 
@@ -52,23 +53,23 @@ def test_cost_analysis_parsing(cost, expected):
     ("NVIDIA H200", 4.8e12), ("NVIDIA H200 NVL", 4.8e12), ("NVIDIA A100-SXM4-80GB", 2.039e12),
 ])
 def test_gpu_peaks_by_device_kind(kind, hbm):
-    assert pt.gpu_peak(kind).hbm_bytes_per_s == hbm
-    assert pt.gpu_peak("cpu") is None and pt.gpu_peak("TPU v5 lite") is None
+    assert cost_model.gpu_peak(kind).hbm_bytes_per_s == hbm
+    assert cost_model.gpu_peak("cpu") is None and cost_model.gpu_peak("TPU v5 lite") is None
 
 
 def test_step_figures_arithmetic():
     cost = {"flops": 1e12, "bytes": 2e9}
-    h100 = pt.gpu_peak("NVIDIA H100 80GB HBM3")
-    fig = pt.step_figures(0.5, 100, cost, "bfloat16", h100)
+    h100 = cost_model.gpu_peak("NVIDIA H100 80GB HBM3")
+    fig = cost_model.step_figures(0.5, 100, cost, "bfloat16", h100)
     assert fig["images_per_s"] == 200.0 and fig["ms_per_step"] == 500.0
     assert fig["tflop_per_s"] == 2.0 and fig["gb_per_s"] == 4.0
     assert fig["mfu"] == round(2e12 / 989.4e12, 4)
     assert fig["hbm_share"] == round(4e9 / 3.35e12, 4)
     # Ceiling: the step cannot beat max(FLOPs / peak, bytes / bandwidth).
     assert fig["ceiling_images_per_s"] == round(100 / max(1e12 / 989.4e12, 2e9 / 3.35e12), 1)
-    fp32 = pt.step_figures(0.5, 100, cost, "float32", h100)
+    fp32 = cost_model.step_figures(0.5, 100, cost, "float32", h100)
     assert fp32["mfu"] == round(2e12 / 494.7e12, 4)  # TF32 tensor cores
-    cpu = pt.step_figures(0.5, 100, {"flops": None, "bytes": None}, "float32", None)
+    cpu = cost_model.step_figures(0.5, 100, {"flops": None, "bytes": None}, "float32", None)
     assert cpu["mfu"] is None and cpu["tflop_per_s"] is None and cpu["images_per_s"] == 200.0
 
 

@@ -1,26 +1,71 @@
-"""Input-pipeline throughput: cold JPEG decode through grain workers vs. batches from the cache.
+"""Timing helpers for the throughput profiler (`scripts/profile_throughput.py`): medians of
+synchronised calls, the machine's load and device, so every stage is timed one way; and the
+input pipeline's throughput (`measure_input`, the profiler's `--stage input`).
 
-    python -m scripts.bench_input [--data DIR] [--size 800] [--n 40] [--workers -1]
+`measure_input` figures:
+    decode_images_per_s         files -> uint8[n, S, S, 3] through the grain worker pipeline
+                                (`load_image_set`'s path), worker start-up included;
+    decode_steady_images_per_s  the same after the first image arrived (start-up excluded);
+    sequential_images_per_s     one Pillow decode after another in this process: what the seed's
+                                DataLoader (num_workers=0) does every epoch;
+    cached_images_per_s         batches of 10 gathered by index from the decoded array and put on
+                                the default device (host->device copy included): the per-step
+                                cost once the set is decoded once.
+  Without a data folder, n procedural landscapes are written as quality-75 JPEGs to a temp
+  folder.
 
-Figures (last stdout line, JSON):
-  decode_images_per_s         files -> uint8[n, S, S, 3] through the grain worker pipeline
-                              (`load_image_set`'s path), worker start-up included;
-  decode_steady_images_per_s  the same after the first image arrived (start-up excluded);
-  sequential_images_per_s     one Pillow decode after another in this process: what the seed's
-                              DataLoader (num_workers=0) does every epoch;
-  cached_images_per_s         batches of 10 gathered by index from the decoded array and put on
-                              the default device (host->device copy included): the per-step
-                              cost once the set is decoded once.
-Without --data, n procedural landscapes are written as quality-75 JPEGs to a temp folder.
+Every timed function must return its device arrays; they are `block_until_ready`-ed, so a
+figure is device time, not dispatch time.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
+import statistics
 import tempfile
 import time
+from typing import Any, Callable
+
+import jax
+
+
+def device_name() -> str:
+    devs = jax.devices()
+    return f"{devs[0].platform}:{devs[0].device_kind} x{len(devs)}"
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def time_calls(step: Callable[[Any], Any], state: Any, steps: int, warmup: int = 2) -> tuple[float, Any]:
+    """Median seconds of `state = step(state)` after `warmup` calls (compile included there)."""
+    for _ in range(warmup):
+        state = jax.block_until_ready(step(state))
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(step(state))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), state
+
+
+def median_run_seconds(run_once: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of `run_once()` (which must synchronise the device) over `repeats`
+    runs, after `warmup` untimed runs."""
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- input pipeline
 
 CACHED_BATCH = 10
 CACHED_SECONDS = 1.0  # measure the cached path for about this long
@@ -101,27 +146,3 @@ def measure_input(data_dir: str | None, size: int = 800, n: int = 40,
         "device": str(jax.devices()[0]),
         "cpus": os.cpu_count(),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scripts.bench_input",
-                                description=__doc__.split("\n\n")[0])
-    default_dir = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "seed1_dev")
-    p.add_argument("--data", default=None,
-                   help="folder of images (default: ../shared/seed1_dev if present, else "
-                        "synthetic landscapes)")
-    p.add_argument("--synthetic", action="store_true", help="ignore ../shared/seed1_dev")
-    p.add_argument("--size", type=int, default=800)
-    p.add_argument("--n", type=int, default=40, help="images (at most) to decode")
-    p.add_argument("--workers", type=int, default=-1, help="grain workers; -1: min(cpus, 8)")
-    a = p.parse_args(argv)
-    data_dir = a.data
-    if data_dir is None and not a.synthetic and os.path.isdir(default_dir):
-        data_dir = os.path.normpath(default_dir)
-    figures = measure_input(data_dir, a.size, a.n, a.workers)
-    print(json.dumps(figures))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
