@@ -7,6 +7,7 @@ keeps every existing experiment unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal
 
@@ -134,9 +135,12 @@ def _parse_value(key: str, annotation: Any, text: str) -> Any:
         raise ConfigError(f"{key}={text!r}: expected true or false")
     if annotation in (int, float):
         try:
-            return annotation(text)
+            value = annotation(text)
         except ValueError:
             raise ConfigError(f"{key}={text!r}: expected {annotation.__name__}") from None
+        if annotation is float and not math.isfinite(value):
+            raise ConfigError(f"{key}={text!r}: expected a finite number")
+        return value
     return text
 
 

@@ -72,6 +72,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 if writer:
                     _truncate_metrics(metrics_path, restored.epoch_done)
                 print(f"resumed from step {int(state['step'])} in {workdir}", file=sys.stderr)
+            elif writer:
+                _set_aside_history(metrics_path)
             if writer:
                 with open(os.path.join(workdir, "config.json"), "w") as f:
                     json.dump(to_dict(config), f, indent=2, sort_keys=True)
@@ -214,14 +216,34 @@ def _format_record(record: Mapping[str, Any]) -> str:
 
 
 def _truncate_metrics(path: str, epochs_done: int) -> None:
-    """Keeps the first `epochs_done` epoch lines: a resumed run rewrites the rest."""
+    """Keeps the first `epochs_done` epoch lines, the history of the checkpoint restored: a
+    resumed run rewrites the rest. A torn line (a crash mid-append) is dropped with a warning."""
     if not os.path.exists(path):
         return
+    kept = []
     with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= epochs_done]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                print(f"{path}: line {number} is torn (a crash while it was written); dropped",
+                      file=sys.stderr)
+                continue
+            if record.get("epoch", 0) <= epochs_done:
+                kept.append(json.dumps(record) + "\n")
     with open(path, "w") as f:
         f.writelines(kept)
+
+
+def _set_aside_history(path: str) -> None:
+    """A run starting from step 0 never appends to an older run's history: an existing
+    metrics.jsonl (its checkpoints were deleted) is kept as metrics.jsonl.old."""
+    if os.path.exists(path) and os.path.getsize(path):
+        os.replace(path, path + ".old")
+        print(f"{path}: no checkpoint to resume from; the previous history is kept as "
+              f"{os.path.basename(path)}.old", file=sys.stderr)
 
 
 def _final_summary(run: Run, state_repl: Any, eval_fn: Any, metrics_path: str, params: Any,

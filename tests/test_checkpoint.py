@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,3 +190,29 @@ def test_keeps_latest_plus_best_and_finds_the_best_after_reopening(tmp_path):
     np.testing.assert_array_equal(restored.state["w"], state["w"] + 2)
     assert restored.data_state == {"next": 2}
     reopened.close()
+
+
+def test_torn_metrics_line_is_dropped_and_resume_keeps_the_history(uninterrupted, tmp_path, capsys):
+    workdir = tmp_path / "torn"
+    shutil.copytree(uninterrupted, workdir)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 4, "step": 3')  # what a crash in the middle of an append leaves
+    train.train_and_evaluate(config(), str(workdir), progress=False)
+    assert "line 4 is torn" in capsys.readouterr().err
+    assert records(workdir) == records(uninterrupted)
+
+
+def test_restart_from_step_0_keeps_the_old_history_apart(uninterrupted, tmp_path, capsys):
+    workdir = tmp_path / "restart"
+    shutil.copytree(uninterrupted, workdir)
+    shutil.rmtree(workdir / "checkpoints")
+    train.train_and_evaluate(config("train.epochs=1"), str(workdir), progress=False)
+    assert "kept as metrics.jsonl.old" in capsys.readouterr().err
+    assert records(workdir) == records(uninterrupted)[:1]
+    assert len(open(workdir / "metrics.jsonl.old").read().splitlines()) == 3
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_at_parse_time(value):
+    with pytest.raises(ConfigError, match=f"train.lr='{value}': expected a finite number"):
+        config(f"train.lr={value}")
