@@ -104,6 +104,10 @@ class RunCheckpoints:
 
     def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str):
         self.directory = os.path.abspath(directory)
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            # Orbax would train an epoch, fail in its async save and then hang on close.
+            raise CheckpointError(f"{self.directory} is a file, not a folder of checkpoints; "
+                                  "move it away or use another --workdir")
         self.best_metric = best_metric
         preservation = policies.AnyPreservationPolicy([
             policies.LatestN(keep),

@@ -216,3 +216,14 @@ def test_restart_from_step_0_keeps_the_old_history_apart(uninterrupted, tmp_path
 def test_non_finite_numbers_are_refused_at_parse_time(value):
     with pytest.raises(ConfigError, match=f"train.lr='{value}': expected a finite number"):
         config(f"train.lr={value}")
+
+
+def test_a_file_named_checkpoints_is_one_line_not_a_hang(tmp_path):
+    workdir = tmp_path / "filed"
+    workdir.mkdir()
+    (workdir / "checkpoints").write_text("not a folder")
+    t0 = time.time()
+    with pytest.raises(CheckpointError, match="is a file, not a folder of checkpoints"):
+        train.train_and_evaluate(config(), str(workdir), progress=False)
+    assert time.time() - t0 < 60
+    assert not (workdir / "metrics.jsonl").exists()
