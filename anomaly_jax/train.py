@@ -112,7 +112,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 bar.update(k * images_per_step)
                 if step - last_log >= config.train.log_every:
                     host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
-                    _check_finite(host_sums, f"at step {step}")
+                    _check_finite(host_sums, f"at step {step}", manager)
                     bar.set_postfix(loss=f"{metrics.finish(host_sums)['loss']:.4g}")
                     last_log = step
                 end_of_epoch = step % run.steps_per_epoch == 0
@@ -122,7 +122,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     continue
                 if last_log != step:  # else fetched and checked just above
                     host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
-                    _check_finite(host_sums, f"at step {step}")
+                    _check_finite(host_sums, f"at step {step}", manager)
                 elapsed = epoch_time + time.perf_counter() - t_epoch
                 record = None
                 if end_of_epoch:
@@ -168,11 +168,15 @@ def _steps_this_dispatch(config: Config, step: int, steps_per_epoch: int, total_
     return min(k, every - step % every) if every else k
 
 
-def _check_finite(sums: Mapping[str, Any], where: str) -> None:
+def _check_finite(sums: Mapping[str, Any], where: str, manager: ckpt_lib.RunCheckpoints
+                  ) -> None:
     loss = float(np.asarray(sums["loss"]))
     if not np.isfinite(loss):
+        saved = manager.steps()
+        kept = (f"the last good checkpoint (step {saved[-1]}) is intact" if saved else
+                "no checkpoint was written yet")
         raise NonFiniteLoss(f"non-finite training loss ({loss}) {where}; stopped without "
-                            "saving it — the last good checkpoint is intact")
+                            f"saving it — {kept}")
 
 
 def _summarise_epoch(epoch: int, step: int, train_sums: Mapping, val: Mapping | None,

@@ -123,6 +123,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "non-finite training loss" in err[-1]
+    assert "the last good checkpoint (step 3) is intact" in err[-1]
     manager = checkpoint.RunCheckpoints(str(workdir / "checkpoints"), keep=3,
                                         best_metric="val_distance", best_mode="min")
     assert manager.steps() == [3]
@@ -210,6 +211,20 @@ def test_restart_from_step_0_keeps_the_old_history_apart(uninterrupted, tmp_path
     assert "kept as metrics.jsonl.old" in capsys.readouterr().err
     assert records(workdir) == records(uninterrupted)[:1]
     assert len(open(workdir / "metrics.jsonl.old").read().splitlines()) == 3
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):
+    original = steps.train_step
+
+    def poisoned(state, *args, **kwargs):
+        new_state, sums = original(state, *args, **kwargs)
+        return new_state, dict(sums, loss=jnp.full_like(sums["loss"], jnp.nan))
+
+    monkeypatch.setattr(steps, "train_step", poisoned)
+    args = ["--config", "cnn_lowlr", "--workdir", str(tmp_path / "nan0"), "--no-progress"]
+    code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].endswith("no checkpoint was written yet")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
