@@ -42,8 +42,10 @@ PEER_TIMEOUT_S = float(os.environ.get("ANOMALY_JAX_PEER_TIMEOUT_S", "30"))
 _ALIVE = "anomaly_jax/alive"
 _done = threading.Event()
 # Environments whose launcher starts one process per task and that JAX's own cluster
-# detection understands (`jax.distributed.initialize()` with no arguments).
-CLUSTER_ENV = (("SLURM_NTASKS", "SLURM_JOB_ID"), ("OMPI_COMM_WORLD_SIZE", None))
+# detection understands (`jax.distributed.initialize()` with no arguments): (variable holding
+# the task count, a variable that must also be set). SLURM's *step* count (set by srun), not
+# the allocation's SLURM_NTASKS: a lone `python` inside `salloc -n 4` is one process.
+CLUSTER_ENV = (("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"), ("OMPI_COMM_WORLD_SIZE", None))
 
 
 def _cluster_detected() -> bool:

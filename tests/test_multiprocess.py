@@ -121,3 +121,20 @@ def test_dead_process_stops_the_other_and_rerun_resumes(reference, tmp_path):
     ref_dir, ref = reference
     assert json.loads(out.stdout.strip().splitlines()[-1])["params_sha256"] == ref["params_sha256"]
     assert records(workdir) == records(ref_dir)
+
+
+def test_cluster_detection_needs_a_launched_step(monkeypatch):
+    """A lone process in a SLURM allocation stays single; srun's tasks start the runtime."""
+    from anomaly_jax import parallel
+    for var in ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "OMPI_COMM_WORLD_SIZE",
+                "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    assert not parallel._cluster_detected()
+    assert parallel.initialize() is False  # nothing started
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert parallel._cluster_detected()
+    with pytest.raises(Exception, match="go together"):
+        parallel.initialize("127.0.0.1:1", None, None)
