@@ -266,6 +266,10 @@ def read_saved_config(workdir: str) -> dict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise CheckpointError(f"{path} not found: is {workdir} a run directory?")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:  # a torn or hand-edited file
+        raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from the run's "
+                              "checkpoints/*/meta or rerun the training") from None
 

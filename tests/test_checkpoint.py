@@ -242,3 +242,13 @@ def test_a_file_named_checkpoints_is_one_line_not_a_hang(tmp_path):
         train.train_and_evaluate(config(), str(workdir), progress=False)
     assert time.time() - t0 < 60
     assert not (workdir / "metrics.jsonl").exists()
+
+
+def test_corrupt_config_json_is_one_line_in_evaluate(tmp_path, capsys):
+    from scripts import evaluate
+    workdir = tmp_path / "broken"
+    workdir.mkdir()
+    (workdir / "config.json").write_text('{"name": "cnn_lo')
+    code = evaluate.main(["--workdir", str(workdir), "--csv", str(tmp_path / "labels.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "config.json is not valid JSON" in err[0]
