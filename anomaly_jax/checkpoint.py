@@ -13,11 +13,14 @@ latest `keep` plus the best by the validation metric.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,13 +31,16 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from anomaly_jax import parallel
 from anomaly_jax.config import Config, field_paths, to_dict
-from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
+from anomaly_jax.errors import (STORAGE_ERRNOS, CheckpointError, ConfigError, StorageError,
+                                WorkdirBusy)
 
 # Fields a resumed run may change without changing what the run means.
 RESUMABLE_CHANGES = ("train.epochs", "train.max_steps", "train.log_every", "train.num_devices",
                      "model.impl",
                      "train.steps_per_dispatch", "checkpoint.every_steps", "checkpoint.keep",
                      "data.cache", "data.workers")
+# The longest a run waits for its last checkpoint to land before giving up with one line.
+CLOSE_TIMEOUT_S = float(os.environ.get("ANOMALY_JAX_CLOSE_TIMEOUT_S", 600))
 
 
 class WorkdirLock:
@@ -145,10 +151,14 @@ class RunCheckpoints:
         metrics = None
         if record is not None and self.best_metric in record:
             metrics = {self.best_metric: float(record[self.best_metric])}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data_state=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(meta)), metrics=metrics)
+        try:
+            # Also where the previous asynchronous save's failure surfaces.
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data_state=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(meta)), metrics=metrics)
+        except Exception as e:  # noqa: BLE001 -- a storage failure becomes one line
+            raise self._storage_error(e) or e
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -164,6 +174,10 @@ class RunCheckpoints:
         With `config`, a checkpoint whose config differs in a field that changes the run's
         meaning is refused (ConfigError listing the fields).
         """
+        if step is not None and step not in self.steps():
+            saved = ", ".join(map(str, self.steps())) or "none"
+            raise CheckpointError(f"no checkpoint at step {step} in {self.directory} "
+                                  f"(saved steps: {saved})")
         steps = [step] if step is not None else sorted(self.steps(), reverse=True)
         if not steps and self.quarantined:
             raise CheckpointError(
@@ -206,7 +220,42 @@ class RunCheckpoints:
             f"{', '.join(map(str, failures))}); rerun with --fresh to start over")
 
     def close(self) -> None:
-        self.manager.close()
+        """Waits (at most CLOSE_TIMEOUT_S) for the save in flight, then closes the manager.
+
+        A failed save is raised here: StorageError for a full or read-only disk."""
+        failure: list[BaseException] = []
+
+        def close():
+            try:
+                self.manager.close()
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread
+                failure.append(e)
+
+        closer = threading.Thread(target=close, name="anomaly_jax-checkpoint-close",
+                                  daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            raise CheckpointError(
+                f"the last checkpoint save in {self.directory} did not finish within "
+                f"{CLOSE_TIMEOUT_S:g} s (a stalled disk?); the checkpoints before it are kept")
+        if failure:
+            raise self._storage_error(failure[0]) or failure[0]
+
+    def _storage_error(self, error: BaseException) -> StorageError | None:
+        """A StorageError if Orbax failed because the disk refused a write, else None."""
+        text = str(error)
+        code = re.search(r"os_error_code='(\d+)'", text)
+        number = int(code.group(1)) if code else getattr(error, "errno", None)
+        if number is None and "RESOURCE_EXHAUSTED" in text:
+            number = errno.ENOSPC
+        if number not in STORAGE_ERRNOS:
+            return None
+        kept = self.steps()
+        previous = (f"checkpoint {kept[-1]} is intact" if kept else "no checkpoint was kept")
+        return StorageError(
+            f"{self.directory}: a checkpoint could not be written ({os.strerror(number)}); "
+            f"{previous} — free space or fix the permissions, then rerun to resume")
 
 
 def delete_checkpoints(directory: str) -> None:

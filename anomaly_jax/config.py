@@ -191,6 +191,7 @@ def validate(config: Config) -> None:
     if not 0 <= c.corruption.jpeg_quality <= 100:
         raise ConfigError(f"corruption.jpeg_quality={c.corruption.jpeg_quality}: expected 0 "
                           "(off) or a quality in 1..100")
+    _check_model_fits_task(c)
     dense = c.model.name == "localiser"
     if (c.data.crop_size or c.data.package_photos) and not dense:
         raise ConfigError("data.crop_size / data.package_photos: only the dense localiser "
@@ -217,6 +218,29 @@ def validate(config: Config) -> None:
         raise ConfigError("data.dir: required when data.source='folder'")
     if c.data.source == "csv" and not c.data.csv:
         raise ConfigError("data.csv: required when data.source='csv'")
+
+
+def _check_model_fits_task(c: Config) -> None:
+    """Detection models need clean and altered images; the seed's centre regressors need
+    every image altered; the dense localiser needs some altered."""
+    p, name = c.corruption.p_altered, c.model.name
+    regressors = [m for m in choices(ModelConfig, "name")
+                  if m not in DETECTION_MODELS + DENSE_MODELS]
+    if name in DETECTION_MODELS and not 0.0 < p < 1.0:
+        raise ConfigError(
+            f"model.name={name!r} detects (altered or not?) and needs clean and altered images,"
+            f" but corruption.p_altered={p:g} {'alters every image' if p else 'alters none'}; "
+            f"set it between 0 and 1 (seed 2: 0.5), or localise with one of "
+            f"{', '.join(regressors + list(DENSE_MODELS))}")
+    if name in regressors and p != 1.0:
+        raise ConfigError(
+            f"model.name={name!r} regresses the altered square's centre and needs every image "
+            f"altered, but corruption.p_altered={p:g}; set it to 1, or use "
+            f"{', '.join(DENSE_MODELS)} (clean images allowed) or detect with "
+            f"{', '.join(DETECTION_MODELS)}")
+    if name in DENSE_MODELS and p == 0.0:
+        raise ConfigError(f"corruption.p_altered=0: model {name!r} has nothing to find; "
+                          "expected a probability above 0")
 
 
 def to_dict(config: Config) -> dict:

@@ -26,7 +26,7 @@ from anomaly_jax.config import SYNTHETIC_SOURCES, DataConfig, choices
 from anomaly_jax.decoding import (IMAGE_EXTENSIONS, FileLoader, _read_files, _warn_skipped,
                                   list_image_files)
 from anomaly_jax.errors import DataError
-from anomaly_jax.seed_csv import _row_error, read_csv_rows
+from anomaly_jax.seed_csv import _row_error, one_row_per_image, read_csv_rows
 
 # Host RAM fraction / device memory fraction a decoded dataset may take (resolve_cache).
 HOST_FRACTION, DEVICE_FRACTION, CPU_DEVICE_LIMIT = 0.5, 0.25, 2 << 30
@@ -62,7 +62,7 @@ class ImageSet:
 
 
 def _load_folder(config: DataConfig, decode: bool) -> ImageSet:
-    paths = list_image_files(config.dir)
+    paths = list_image_files(config.dir, name_others=True)
     if not paths:
         raise DataError(f"no image files ({'/'.join(IMAGE_EXTENSIONS)}) in folder {config.dir}")
     images, _, reasons = _read_files(paths, config.image_size, decode=decode, apply_exif=True,
@@ -80,20 +80,22 @@ def _load_folder(config: DataConfig, decode: bool) -> ImageSet:
 def _load_csv(config: DataConfig, decode: bool) -> ImageSet:
     csv_path = config.csv
     rows = read_csv_rows(csv_path)
+    unique = one_row_per_image(csv_path, rows)
     # Labels index the stored pixel array, so EXIF orientation is not applied
     # (anomaly_jax.decoding's docstring).
-    images, sizes, reasons = _read_files([r.path for r in rows], config.image_size,
+    images, sizes, reasons = _read_files([r.path for r in unique], config.image_size,
                                          decode=decode, apply_exif=False,
                                          workers=config.workers)
-    kept = []
-    for row, (height, width), reason in zip(rows, sizes, reasons):
-        if reason:
-            continue
-        if not (0 <= row.x < height and 0 <= row.y < width):
+    read = {row.path: (size, reason) for row, size, reason in zip(unique, sizes, reasons)}
+    # Every row is checked, a dropped repeat too: its label is wrong even if never used.
+    for row in rows:
+        (height, width), reason = read[row.path]
+        if not reason and not (0 <= row.x < height and 0 <= row.y < width):
             raise _row_error(csv_path, row.row, row.line,
                              f"centre (x={row.x:g}, y={row.y:g}) is outside the "
                              f"{height}x{width} image {row.path}")
-        kept.append((row, height, width))
+    kept = [(row, *size) for row, size, reason in zip(unique, sizes, reasons) if not reason]
+    rows = unique
     skipped = [(row.path, reason) for row, reason in zip(rows, reasons) if reason]
     _warn_skipped(skipped)
     if not kept:

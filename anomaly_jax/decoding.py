@@ -228,13 +228,24 @@ def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
         log.warning("skipping unreadable image %s: %s", path, reason)
 
 
-def list_image_files(folder: str) -> list[str]:
-    """Image files under `folder`, recursively, by extension (any case), sorted by path."""
+def list_image_files(folder: str, *, name_others: bool = False) -> list[str]:
+    """Image files under `folder`, recursively, by extension (any case), sorted by path.
+
+    name_others: log one warning naming the files of other types that are left out."""
     if not os.path.isdir(folder):
         raise DataError(f"image folder not found: {folder}")
-    found = []
+    found, other = [], {}
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found += [os.path.join(root, f) for f in files
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, f))
+            elif not f.startswith("."):
+                other.setdefault(os.path.splitext(f)[1].lower() or "(none)", []).append(f)
+    if other and name_others:
+        # Named, so that a folder of .gif or .tif photos is not silently a smaller dataset.
+        kinds = "; ".join(f"{ext}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                          for ext, names in sorted(other.items()))
+        log.warning("%s: %d files skipped, not a supported image type (%s); supported: %s",
+                    folder, sum(map(len, other.values())), kinds, " ".join(IMAGE_EXTENSIONS))
     return sorted(found, key=lambda p: os.path.relpath(p, folder))

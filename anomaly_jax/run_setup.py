@@ -41,6 +41,20 @@ class Run:
     steps_per_epoch: int
 
 
+def _too_few_images(config: Config, image_set: data.ImageSet, n_train: int) -> str:
+    d, batch = config.data, config.train.batch_size
+    found = f"{len(image_set.names)} usable images"
+    if image_set.skipped:
+        found += f" ({len(image_set.skipped)} more skipped as unreadable)"
+    where = {"folder": f"folder {d.dir} has", "csv": f"{d.csv} lists"}.get(
+        d.source, f"data.num_images={d.num_images} makes")
+    return (f"{where} {found}, a training split of {n_train} after validation "
+            f"(data.val_fraction={d.val_fraction:g}, data.test_fraction={d.test_fraction:g}); "
+            f"train.batch_size={batch} needs at least {batch} training images: "
+            + ("raise data.num_images or lower train.batch_size" if d.source not in
+               ("folder", "csv") else "add images or lower train.batch_size"))
+
+
 def _tables(task: Task, image_set: data.ImageSet, cache: str) -> dict[str, np.ndarray]:
     tables = {}
     if cache == "device":
@@ -82,9 +96,7 @@ def setup(config: Config) -> tuple[Run, TrainState]:
         image_set, splits = _dense_training_set(config, task, image_set, splits)
     steps = pipeline.steps_per_epoch(len(splits["train"]), config.train.batch_size)
     if steps < 1:
-        raise ConfigError(
-            f"train.batch_size={config.train.batch_size} is larger than the training split "
-            f"({len(splits['train'])} images); lower it or raise data.num_images")
+        raise ConfigError(_too_few_images(config, image_set, len(splits["train"])))
     tables = parallel.replicate(_tables(task, image_set, cache), devices)
     tx = make_optimizer(config.train, total_steps(config, steps))
     graphdef, state = init_state(config, keys, tx)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import math
 import os
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 from PIL import Image
 
 from anomaly_jax.errors import DataError
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("x", "y", "r", "discolor_ratio", "img_path")
 # Where an img_path that does not exist is looked for by its basename, relative to the CSV's
@@ -102,6 +105,28 @@ def read_csv_rows(csv_path: str) -> list[_CsvRow]:
     if not rows:
         raise DataError(f"{csv_path}: no data rows")
     return rows
+
+
+def one_row_per_image(csv_path: str, rows: list[_CsvRow]) -> list[_CsvRow]:
+    """Keeps the first row of each image file: a repeated image could land in both the
+    training and the validation split. Warns once, with the count and an example."""
+    first: dict[str, _CsvRow] = {}
+    repeats = []
+    for row in rows:
+        if row.path in first:
+            repeats.append((row, first[row.path]))
+        else:
+            first[row.path] = row
+    if repeats:
+        same = sum(1 for row, earlier in repeats
+                   if (row.x, row.y, row.r, row.ratio, row.altered)
+                   == (earlier.x, earlier.y, earlier.r, earlier.ratio, earlier.altered))
+        row, earlier = repeats[0]
+        log.warning("%s: %d rows repeat an earlier row's image (%d with the same labels, %d "
+                    "with different ones; e.g. row %d repeats row %d) and are dropped, so that "
+                    "no image is in two splits; %d rows kept", csv_path, len(repeats), same,
+                    len(repeats) - same, row.row, earlier.row, len(first))
+    return list(first.values())
 
 
 def _labels_in_pixels(labels: dict[str, Any], height: int, width: int

@@ -23,7 +23,8 @@ from flax import nnx
 from anomaly_jax import checkpoint as ckpt_lib
 from anomaly_jax import metrics, parallel, pipeline, report
 from anomaly_jax.config import Config, to_dict
-from anomaly_jax.errors import CheckpointError, NonFiniteLoss
+from anomaly_jax.errors import CheckpointError, NonFiniteLoss, Stopped
+from anomaly_jax.stopping import GracefulStop
 from anomaly_jax.run_setup import Run, compiled_steps, device_batch, evaluate, init_state, setup
 from anomaly_jax.steps import RunKeys, make_optimizer, make_task, total_steps
 
@@ -33,7 +34,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
 
     Writes config.json, metrics.jsonl (one line per epoch), checkpoints/ and summary.json
-    Only process 0 writes files.
+    Only process 0 writes files. SIGTERM or SIGINT stops it after the current step with a
+    checkpoint (raises `Stopped`); a rerun resumes from there bit for bit.
     """
     from tqdm import tqdm  # progress output only
 
@@ -75,8 +77,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
             elif writer:
                 _set_aside_history(metrics_path)
             if writer:
-                with open(os.path.join(workdir, "config.json"), "w") as f:
-                    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+                _write_file(os.path.join(workdir, "config.json"),
+                            json.dumps(to_dict(config), indent=2, sort_keys=True))
 
             step = int(state["step"])
             last_step = total_steps(config, run.steps_per_epoch)
@@ -91,72 +93,97 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                        file=sys.stderr, desc=config.name)
             last_log = step
             t_epoch = time.perf_counter()
-            while step < last_step:
-                epoch = step // run.steps_per_epoch
-                k = _steps_this_dispatch(config, step, run.steps_per_epoch, last_step)
-                host_batches = [next(iterator) for _ in range(k)]
-                # The position after the last batch *consumed*: what a checkpoint must hold.
-                data_state = iterator.get_state()
-                ids = np.stack([b["id"] for b in host_batches])
-                images = (np.stack([b["image"] for b in host_batches])
-                          if "image" in host_batches[0] else None)
-                batch = device_batch(run, ids, images,
-                                     image_ids_per_id=run.task.crops_per_image)
-                with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    compile_before = train_fn.compile_s
-                    state_repl, sums = train_fn(state_repl, batch)
-                    t_epoch += train_fn.compile_s - compile_before  # not training time
-                # Summed on the device: no host round trip until the next log or checkpoint.
-                epoch_sums = metrics.add(epoch_sums, sums)
-                step += k
-                bar.update(k * images_per_step)
-                if step - last_log >= config.train.log_every:
-                    host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
-                    _check_finite(host_sums, f"at step {step}", manager)
-                    bar.set_postfix(loss=f"{metrics.finish(host_sums)['loss']:.4g}")
-                    last_log = step
-                end_of_epoch = step % run.steps_per_epoch == 0
-                periodic = (config.checkpoint.every_steps
-                            and step % config.checkpoint.every_steps == 0)
-                if not (end_of_epoch or periodic or step >= last_step):
-                    continue
-                if last_log != step:  # else fetched and checked just above
-                    host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
-                    _check_finite(host_sums, f"at step {step}", manager)
-                elapsed = epoch_time + time.perf_counter() - t_epoch
-                record = None
-                if end_of_epoch:
-                    t_val = time.perf_counter()
-                    val = evaluate(run, state_repl["params"], eval_fn, "val")
-                    record = _summarise_epoch(epoch + 1, step, host_sums, val,
-                                              run.steps_per_epoch * images_per_step / elapsed,
-                                              time.perf_counter() - t_start, run.task.detect)
-                    # Where the epoch's time went (the checkpoint write is the rest of wall_s).
-                    record.update(train_s=elapsed, val_s=time.perf_counter() - t_val)
-                    if writer:
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
-                    bar.write(_format_record(record), file=sys.stderr)
-                manager.save(step, jax.device_get(parallel.unreplicate(state_repl)),
-                             data_state=data_state,
-                             epoch_sums=None if end_of_epoch else host_sums,
-                             epoch_time=0.0 if end_of_epoch else elapsed,
-                             epoch_done=epoch + 1 if end_of_epoch else epoch,
-                             config=config, record=record)
-                if end_of_epoch:
-                    epoch_sums, epoch_time = None, 0.0
-                    t_epoch = time.perf_counter()
-        finally:
-            manager.close()  # waits for an in-flight async save: the last good one lands
+            with GracefulStop() as stop:
+                while step < last_step:
+                    epoch = step // run.steps_per_epoch
+                    k = _steps_this_dispatch(config, step, run.steps_per_epoch, last_step)
+                    host_batches = [next(iterator) for _ in range(k)]
+                    # The position after the last batch *consumed*: what a checkpoint must hold.
+                    data_state = iterator.get_state()
+                    ids = np.stack([b["id"] for b in host_batches])
+                    images = (np.stack([b["image"] for b in host_batches])
+                              if "image" in host_batches[0] else None)
+                    batch = device_batch(run, ids, images,
+                                         image_ids_per_id=run.task.crops_per_image)
+                    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                        compile_before = train_fn.compile_s
+                        state_repl, sums = train_fn(state_repl, batch)
+                        t_epoch += train_fn.compile_s - compile_before  # not training time
+                    # Summed on the device: no host round trip until the next log or checkpoint.
+                    epoch_sums = metrics.add(epoch_sums, sums)
+                    step += k
+                    bar.update(k * images_per_step)
+                    logging_now = step - last_log >= config.train.log_every
+                    if logging_now:
+                        host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
+                        _check_finite(host_sums, f"at step {step}", manager)
+                        bar.set_postfix(loss=f"{metrics.finish(host_sums)['loss']:.4g}")
+                        last_log = step
+                    end_of_epoch = step % run.steps_per_epoch == 0
+                    periodic = (config.checkpoint.every_steps
+                                and step % config.checkpoint.every_steps == 0)
+                    boundary = end_of_epoch or periodic or step >= last_step
+                    # One process stops after any step; several agree at steps they all log or
+                    # checkpoint at, since a save is a collective every process must join.
+                    if jax.process_count() == 1:
+                        stopping = stop.signum
+                    else:
+                        stopping = stop.agreed() if boundary or logging_now else None
+                    if not (boundary or stopping):
+                        continue
+                    if last_log != step:  # else fetched and checked just above
+                        host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
+                        _check_finite(host_sums, f"at step {step}", manager)
+                    elapsed = epoch_time + time.perf_counter() - t_epoch
+                    record = None
+                    if end_of_epoch:
+                        t_val = time.perf_counter()
+                        val = evaluate(run, state_repl["params"], eval_fn, "val")
+                        record = _summarise_epoch(epoch + 1, step, host_sums, val,
+                                                  run.steps_per_epoch * images_per_step / elapsed,
+                                                  time.perf_counter() - t_start, run.task.detect)
+                        # Where the epoch's time went (the checkpoint write is the rest of wall_s).
+                        record.update(train_s=elapsed, val_s=time.perf_counter() - t_val)
+                        if writer:
+                            _write_file(metrics_path, json.dumps(record) + "\n", mode="a")
+                        bar.write(_format_record(record), file=sys.stderr)
+                    manager.save(step, jax.device_get(parallel.unreplicate(state_repl)),
+                                 data_state=data_state,
+                                 epoch_sums=None if end_of_epoch else host_sums,
+                                 epoch_time=0.0 if end_of_epoch else elapsed,
+                                 epoch_done=epoch + 1 if end_of_epoch else epoch,
+                                 config=config, record=record)
+                    if stopping and step < last_step:
+                        manager.close()  # the checkpoint just started must land before we exit
+                        raise Stopped(stopping, step, workdir)
+                    if end_of_epoch:
+                        epoch_sums, epoch_time = None, 0.0
+                        t_epoch = time.perf_counter()
+        except BaseException:
+            # Waits for an in-flight async save, so the last good one lands; its own failure
+            # must not hide the error that brought us here.
+            with contextlib.suppress(Exception):
+                manager.close()
+            raise
+        manager.close()  # a failed last save is raised here, as one line (StorageError)
         bar.close()
         params = jax.device_get(parallel.unreplicate(state_repl["params"]))
         summary = _final_summary(run, state_repl, eval_fn, metrics_path, params,
                                  time.perf_counter() - t_start)
         summary["compile_s"] = train_fn.compile_s
         if writer:
-            with open(os.path.join(workdir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            _write_file(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
+
+
+def _write_file(path: str, text: str, mode: str = "w") -> None:
+    """Writes (or appends) whole text and flushes it; a refused write names the file."""
+    try:
+        with open(path, mode) as f:
+            f.write(text)
+            f.flush()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def _steps_this_dispatch(config: Config, step: int, steps_per_epoch: int, total_steps: int

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from experiments.cli import add_debug_flag, guarded
 from experiments.configs import CONFIGS, describe, get_config
 
 DEFAULT_COMPILE_CACHE = "~/.cache/anomaly_jax/xla"
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-cache", metavar="DIR", default=None,
                    help="JAX's persistent compilation cache (default $JAX_COMPILATION_CACHE_DIR"
                         f" or {DEFAULT_COMPILE_CACHE}); 'off' disables it")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -61,33 +63,37 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --config NAME is required (or --list)", file=sys.stderr)
         return 2
     # Imported here so that --list and --help answer without starting JAX.
-    from anomaly_jax import report
-    from anomaly_jax.errors import USER_ERRORS, exit_code
-    from anomaly_jax.config import apply_overrides
     from anomaly_jax import parallel
-    from anomaly_jax.train import train_and_evaluate
+    state = {"several": False}
 
-    several = False
-    try:
-        config = apply_overrides(get_config(args.config), args.overrides)
-        # Before anything touches a device.
-        several = parallel.initialize(args.coordinator, args.num_processes, args.process_id)
-        use_compile_cache(args.compile_cache)
-        workdir = args.workdir or os.path.join("runs", config.name)
-        summary = train_and_evaluate(config, workdir, fresh=args.fresh,
-                                     progress=not args.no_progress)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+    def on_error(error: BaseException) -> None:
         parallel.mark_done()  # the others stop on the same error, not on a lost peer
-        return exit_code(e)
+
+    try:
+        return guarded(lambda: _run(args, state), debug=args.debug, on_error=on_error)
     except Exception as e:  # noqa: BLE001 -- only the lost-peer case is handled here
-        if not (several and parallel.lost_peer(e)):
+        if not (state["several"] and parallel.lost_peer(e)):
             raise
         # Another process of the run died: say so in one line and leave at once (a normal
         # exit would wait at JAX's shutdown barrier for the dead process, then abort).
         print(parallel.peer_lost_message(str(e)), file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)
+
+
+def _run(args: argparse.Namespace, state: dict) -> int:
+    from anomaly_jax import parallel, report
+    from anomaly_jax.config import apply_overrides
+    from anomaly_jax.train import train_and_evaluate
+
+    config = apply_overrides(get_config(args.config), args.overrides)
+    # Before anything touches a device.
+    state["several"] = parallel.initialize(args.coordinator, args.num_processes,
+                                           args.process_id)
+    use_compile_cache(args.compile_cache)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    summary = train_and_evaluate(config, workdir, fresh=args.fresh,
+                                 progress=not args.no_progress)
     if parallel.is_writer():
         run = report.read_run(workdir)
         summary["plot"] = report.plot_curves([run], os.path.join(workdir, "learning_curves.png"),

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+from experiments.cli import guarded
 from scripts.locator_args import add_locator_args, load_locator, locator_usage_error
 
 DEFAULT_SIZE = 800
@@ -127,6 +128,10 @@ def make_examples(photos, copies: int, key, quality: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     problem = _usage_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -135,19 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from anomaly_jax import synthetic
-    from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import localisation_report, locate_squares, roc_auc
 
-    try:
-        config, model, step = load_locator(args, "detection_auc")
-        if model is not None:
-            if config.seed == args.seed and config.data.source == "landscapes":
-                print(f"error: --seed {args.seed} is the run's own seed: its landscapes are "
-                      "the ones it trained on; pick another", file=sys.stderr)
-                return 2
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_code(e)
+    config, model, step = load_locator(args, "detection_auc")
+    if model is not None:
+        if config.seed == args.seed and config.data.source == "landscapes":
+            print(f"error: --seed {args.seed} is the run's own seed: its landscapes are "
+                  "the ones it trained on; pick another", file=sys.stderr)
+            return 2
 
     s = args.size
     try:

@@ -34,6 +34,7 @@ import json
 import os
 import sys
 
+from experiments.cli import guarded
 from scripts.locator_args import DEFAULT_PHYSICS_SIZE, add_locator_args, locator_usage_error
 
 
@@ -55,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     problem = locator_usage_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -64,37 +69,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from anomaly_jax import data, models, report
     from anomaly_jax.config import DataConfig, is_detection
-    from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import (localisation_report, locate_squares, predict_centers,
                                         roc_auc)
     from anomaly_jax.train import restore_params
 
     model, step, dense = None, None, True
-    try:
-        if args.method == "model":
-            config, model, step = restore_params(args.workdir, args.step)
-            if is_detection(config):
-                print(f"error: {args.workdir} is a detection run ({config.model.name}); evaluate "
-                      "scores localisation runs", file=sys.stderr)
-                return 2
-            dense = models.is_dense(config.model.name)
-            if args.size is not None and not dense:
-                print(f"error: --size: {config.model.name} takes only its own input size "
-                      f"({config.data.image_size}); --size is for localiser runs and "
-                      "--method physics", file=sys.stderr)
-                return 2
-            data_config = dataclasses.replace(config.data, source="csv", csv=args.csv)
-            if args.size is not None:
-                data_config = dataclasses.replace(data_config, image_size=args.size)
-            seed = config.seed
-        else:
-            data_config = DataConfig(source="csv", csv=args.csv,
-                                     image_size=args.size or DEFAULT_PHYSICS_SIZE)
-            seed = 0  # unused by a CSV source
-        images = data.load_image_set(data_config, seed)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_code(e)
+    if args.method == "model":
+        config, model, step = restore_params(args.workdir, args.step)
+        if is_detection(config):
+            print(f"error: {args.workdir} is a detection run ({config.model.name}); evaluate "
+                  "scores localisation runs", file=sys.stderr)
+            return 2
+        dense = models.is_dense(config.model.name)
+        if args.size is not None and not dense:
+            print(f"error: --size: {config.model.name} takes only its own input size "
+                  f"({config.data.image_size}); --size is for localiser runs and "
+                  "--method physics", file=sys.stderr)
+            return 2
+        data_config = dataclasses.replace(config.data, source="csv", csv=args.csv)
+        if args.size is not None:
+            data_config = dataclasses.replace(data_config, image_size=args.size)
+        seed = config.seed
+    else:
+        data_config = DataConfig(source="csv", csv=args.csv,
+                                 image_size=args.size or DEFAULT_PHYSICS_SIZE)
+        seed = 0  # unused by a CSV source
+    images = data.load_image_set(data_config, seed)
     targets = images.targets
     size = data_config.image_size
     # Original sizes (height, width) from the file headers, for distances in pixels.

@@ -8,17 +8,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from experiments.cli import add_debug_flag
+
 DEFAULT_PHYSICS_SIZE = 800
 
 
 def add_locator_args(p: argparse.ArgumentParser, *, workdir_help: str,
                      size_help: str, size_default: int | None = None) -> None:
-    """--method, --workdir, --step and --size on parser `p`."""
+    """--method, --workdir, --step, --size and --debug on parser `p`."""
     p.add_argument("--method", choices=("model", "physics"), default="model",
                    help="model: a trained run (--workdir); physics: the no-training baseline")
     p.add_argument("--workdir", help=workdir_help)
     p.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     p.add_argument("--size", type=int, default=size_default, help=size_help)
+    add_debug_flag(p)
 
 
 def locator_usage_error(args: argparse.Namespace) -> str | None:

@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from experiments.cli import add_debug_flag, guarded
+
 # Heavy imports (jax, the library) happen inside the functions: grain's worker processes
 # re-import this module when the folder/CSV decoders start, and need none of them.
 
@@ -28,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. data.num_images=20 (repeatable)")
     p.add_argument("--quality", type=int, default=75, help="JPEG quality (default 75)")
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -75,20 +78,19 @@ def alter_all(config, images):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     from anomaly_jax.data import load_image_set
-    from anomaly_jax.errors import ConfigError, DataError
     from anomaly_jax.seed_csv import write_seed_format
 
-    try:
-        config = build_config(args.config, args.set)
-        image_set = load_image_set(config.data, config.seed)
-        print(f"altering {len(image_set.names)} {config.data.source} images "
-              f"({config.corruption.kind}) at {config.data.image_size}px", file=sys.stderr)
-        images, labels = alter_all(config, image_set.images)
-        csv_path = write_seed_format(args.out, images, labels, quality=args.quality)
-    except (ConfigError, DataError) as e:
-        print(f"make_dataset: {e}", file=sys.stderr)
-        return 2
+    config = build_config(args.config, args.set)
+    image_set = load_image_set(config.data, config.seed)
+    print(f"altering {len(image_set.names)} {config.data.source} images "
+          f"({config.corruption.kind}) at {config.data.image_size}px", file=sys.stderr)
+    images, labels = alter_all(config, image_set.images)
+    csv_path = write_seed_format(args.out, images, labels, quality=args.quality)
     print(json.dumps({"out": args.out, "n": int(images.shape[0]), "csv": csv_path}))
     return 0
 

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 
+from experiments.cli import guarded
 from scripts.locator_args import (DEFAULT_PHYSICS_SIZE, add_locator_args, load_locator,
                                   locator_usage_error)
 CHUNK = 16  # photos decoded and held at once (bounds memory)
@@ -58,7 +59,7 @@ def _photo_paths(target: str) -> tuple[list[str], str | None]:
     from anomaly_jax import decoding
     from anomaly_jax.errors import DataError
     if os.path.isdir(target):
-        paths = decoding.list_image_files(target)
+        paths = decoding.list_image_files(target, name_others=True)
         if not paths:
             raise DataError(f"no image files ({'/'.join(decoding.IMAGE_EXTENSIONS)}) in "
                             f"folder {target}")
@@ -90,6 +91,10 @@ def _draw_name(path: str, folder: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: _main(args), debug=args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     problem = locator_usage_error(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -98,19 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from anomaly_jax import decoding, report
-    from anomaly_jax.errors import USER_ERRORS, exit_code
     from anomaly_jax.evaluation import evidence_maps, locate_squares
 
-    try:
-        config, model, step = load_locator(args, "predict")
-        if model is not None:
-            size = args.size or config.data.image_size
-        else:
-            size = args.size or DEFAULT_PHYSICS_SIZE
-        paths, folder = _photo_paths(args.photos)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_code(e)
+    config, model, step = load_locator(args, "predict")
+    if model is not None:
+        size = args.size or config.data.image_size
+    else:
+        size = args.size or DEFAULT_PHYSICS_SIZE
+    paths, folder = _photo_paths(args.photos)
 
     if args.draw:
         os.makedirs(args.draw, exist_ok=True)

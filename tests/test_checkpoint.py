@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,8 @@ def config(*extra):
 
 
 def records(workdir):
-    lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+    path = os.path.join(workdir, "metrics.jsonl")
+    lines = open(path).read().splitlines() if os.path.exists(path) else []
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
@@ -252,3 +254,97 @@ def test_corrupt_config_json_is_one_line_in_evaluate(tmp_path, capsys):
     code = evaluate.main(["--workdir", str(workdir), "--csv", str(tmp_path / "labels.csv")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "config.json is not valid JSON" in err[0]
+
+
+def wait_for_first_checkpoint(proc, workdir):
+    ckpts = workdir / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+            return
+        time.sleep(0.05)
+    raise AssertionError("run ended before its first checkpoint: " + proc.stderr.read())
+
+
+def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resumes_bit_exact(uninterrupted,
+                                                                          tmp_path):
+    workdir = tmp_path / "preempted"
+    proc = cli(workdir)
+    wait_for_first_checkpoint(proc, workdir)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    stopped = re.fullmatch(r"stopped by SIGTERM at step (\d+); checkpoint \1 is saved in "
+                           r".*; rerun the same command to resume", last)
+    assert stopped, last
+    step = int(stopped.group(1))
+    assert 3 <= step < 24 and (workdir / "checkpoints" / str(step)).is_dir()
+    assert records(workdir) == records(uninterrupted)[:step // 8]
+    resumed = cli(workdir)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resumed from step {step}" in err
+    assert sha(workdir) == sha(uninterrupted)
+    assert records(workdir) == records(uninterrupted)
+
+
+def test_two_ctrl_c_stop_at_once_in_one_line(tmp_path):
+    workdir = tmp_path / "interrupted"
+    proc = cli(workdir)
+    wait_for_first_checkpoint(proc, workdir)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert re.match(r"(error: interrupted|stopped by SIGINT)", err.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: room for one checkpoint of the test run, not two (needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def remount(mount, options):
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
+
+
+def test_full_then_read_only_disk_are_one_line_and_resume_after(uninterrupted, small_disk):
+    workdir = small_disk / "run"
+    out, err = cli(workdir).communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert re.fullmatch(r"error: .*/checkpoints: a checkpoint could not be written \(No space "
+                        r"left on device\); checkpoint 3 is intact — .*", lines[-1]), lines[-1]
+    remount(small_disk, "ro")
+    proc = cli(workdir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert re.fullmatch(r"error: .*: Read-only file system; .*rerun to resume .*",
+                        err.strip().splitlines()[-1])
+    remount(small_disk, "rw,size=16m")
+    proc = cli(workdir)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "resumed from step 3" in err
+    assert sha(workdir) == sha(uninterrupted)
+    assert records(workdir) == records(uninterrupted)
+
+
+def test_evaluate_names_a_missing_step_and_the_saved_ones(uninterrupted, tmp_path, capsys):
+    from scripts import evaluate
+    code = evaluate.main(["--workdir", str(uninterrupted), "--csv", str(tmp_path / "x.csv"),
+                          "--step", "99"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert re.fullmatch(r"error: no checkpoint at step 99 in .*/checkpoints \(saved steps: "
+                        r"(\d+, )*24\)", err[0]), err

@@ -148,6 +148,9 @@ def test_folder_skips_unreadable_with_one_warning_each(tmp_path, caplog):
     for path, reason in s.skipped:
         assert bad[os.path.basename(path)] in reason
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0] == (f"{tmp_path}: 1 files skipped, not a supported image type (.txt: "
+                           "notes.txt); supported: .jpg .jpeg .png .bmp .webp")
+    warnings = warnings[1:]
     assert len(warnings) == len(bad)
     for name, word in bad.items():
         assert sum(name in w and word in w for w in warnings) == 1
