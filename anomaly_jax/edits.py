@@ -76,14 +76,22 @@ def _check_mask(image: Array, mask: Array, name: str) -> None:
         )
 
 
-def _to_uint8(x: Array) -> Array:
-    """float32 -> uint8, rounded half to even (jnp.round) and saturated."""
-    return jnp.clip(jnp.round(x), 0.0, 255.0).astype(jnp.uint8)
-
-
 def _select(mask: Array, edited: Array, image: Array) -> Array:
     # The one place an edit touches the output: outside the mask it is the input, bit for bit.
     return jnp.where(mask[:, :, None], edited, image)
+
+
+# Smudge, erase and stretch compute in integer fixed point, not float32: XLA contracts a*b + c
+# into one fused multiply-add (and turns x / y into x * (1/y)) inside a jit but not op by op,
+# so float results rounded to uint8 differ between eager, jit and other backends at the odd
+# pixel. Integers give the same bits everywhere; the only float step left is exp() in the
+# blur taps, quantised to integers straight away.
+LEVEL = 256  # intermediate pixel values in 1/256 grey levels
+
+
+def _round_div(num: Array, den: Array) -> Array:
+    """Unsigned integer num / den rounded half up."""
+    return (num + den // 2) // den
 
 
 # ----------------------------------------------------------------------------- smudge
@@ -102,20 +110,28 @@ def smudge_radius(height: int, width: int) -> int:
     return math.ceil(3 * smudge_sigma_range(height, width)[1])
 
 
-def gaussian_taps(sigma: Array, radius: int) -> Array:
-    """float32[2*radius+1]: exp(-k^2 / (2 sigma^2)) for k in [-radius, radius], summing to 1.
+def tap_bits(radius: int) -> int:
+    """Bits of the centre tap (2**bits): the most that keep the tap sum <= 2**16, which keeps
+    every uint32 product in `gaussian_blur_fixed` below 2**32 (255 * 256 * 2**16 < 2**32)."""
+    return int(math.floor(math.log2(2**16 / (2 * radius + 1))))
 
-    sigma is traced, radius static: one compile serves every sigma; a sigma above radius/3
-    just loses the (renormalised) tails beyond the radius.
+
+def gaussian_taps(sigma: Array, radius: int) -> Array:
+    """uint32[2*radius+1]: round(2**tap_bits * exp(-k^2 / (2 sigma^2))), k in [-radius, radius].
+
+    sigma is traced, radius static: one compile serves every sigma. Unnormalised (the blur
+    divides by their sum), so a sigma above radius/3 just loses its tails beyond the radius.
+    Written without a division or an add of a product, so XLA cannot rewrite it per context.
     """
     k = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    s = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
-    taps = jnp.exp(-0.5 * (k / s) ** 2)
-    return taps / jnp.sum(taps)
+    inv = 1.0 / jnp.maximum(jnp.asarray(sigma, jnp.float32), 0.05)
+    g = jnp.exp((k * inv) * (k * inv) * -0.5)
+    return jnp.round(g * float(2 ** tap_bits(radius))).astype(jnp.uint32)
 
 
-def _conv_axis(x: Array, taps: Array, axis: int) -> Array:
-    """Correlates x with taps along `axis`, edges replicated (numpy pad mode 'edge')."""
+def _conv_axis(x: Array, taps: Array, axis: int, scale: int) -> Array:
+    """uint32: round(scale * sum_k taps[k] x[i+k-r] / sum(taps)) along `axis`, edges
+    replicated (numpy pad mode 'edge'). Needs scale * max(x) * sum(taps) < 2**32."""
     radius = (taps.shape[0] - 1) // 2
     n = x.shape[axis]
     pad = [(0, 0)] * x.ndim
@@ -124,61 +140,69 @@ def _conv_axis(x: Array, taps: Array, axis: int) -> Array:
     acc = taps[0] * lax.slice_in_dim(xp, 0, n, axis=axis)
     for k in range(1, 2 * radius + 1):
         acc = acc + taps[k] * lax.slice_in_dim(xp, k, k + n, axis=axis)
-    return acc
+    return _round_div(acc * jnp.uint32(scale), jnp.sum(taps))
 
 
-def gaussian_blur(x: Array, sigma: Array, radius: int) -> Array:
-    """Separable Gaussian blur of float32[H, W, ...] over its first two axes.
+def gaussian_blur_fixed(x: Array, sigma: Array, radius: int, scale: int = LEVEL) -> Array:
+    """Separable Gaussian blur of x uint[H, W, ...] over its first two axes -> uint32[H, W, ...]:
+    `scale` times the blurred value, rounded half up.
 
-    Taps from `gaussian_taps(sigma, radius)`; edge handling: edge-replicate (the border pixel
-    repeated outwards), rows first, then columns.
+    x: unsigned ints with max(x) * scale <= 255 * 256 (no uint32 overflow); taps
+    `gaussian_taps(sigma, radius)`; edges replicated (the border pixel repeated outwards);
+    rows first, rounded to 1/scale, then columns: within about 1/scale of the exact blur with
+    the quantised taps.
     """
     taps = gaussian_taps(sigma, radius)
-    return _conv_axis(_conv_axis(x, taps, 0), taps, 1)
+    rows = _conv_axis(x.astype(jnp.uint32), taps, 0, scale)
+    return _conv_axis(rows, taps, 1, 1)
 
 
 def smudge(image: Array, mask: Array, sigma: Array, radius: int | None = None) -> Array:
-    """Blurs the region: out = round(image + w * (blur(image) - image)) inside the mask.
+    """Blurs the region: out = image + w * (blur(image) - image) inside the mask.
 
     image: uint8[H, W, 3]; mask: bool[H, W]; sigma: float32[] pixels (traced);
     radius: static kernel radius, default `smudge_radius(H, W)`.
     The blend weight w = blur(mask) * mask feathers the rim (about 1/2 on the mask's edge, 1
     deep inside) and is 0 outside, so the smudge never leaks out of the mask. The blur reads
-    pixels outside the mask too (a real smudge drags the surroundings in). Rounded half to
-    even. Returns uint8[H, W, 3].
+    pixels outside the mask too (a real smudge drags the surroundings in). Fixed point
+    (`gaussian_blur_fixed`: image to 1/256 level, weight to 2**-15), rounded half up; within
+    about 0.1 grey level of the float64 formula before rounding. Returns uint8[H, W, 3].
     """
     _check_image(image, 3, "smudge")
     _check_mask(image, mask, "smudge")
     if radius is None:
         radius = smudge_radius(*image.shape[:2])
-    x = image.astype(jnp.float32)
-    m = mask.astype(jnp.float32)
-    blurred = gaussian_blur(x, sigma, radius)
-    weight = (gaussian_blur(m, sigma, radius) * m)[:, :, None]
-    return _select(mask, _to_uint8(x + weight * (blurred - x)), image)
+    one = 1 << 15
+    blurred = gaussian_blur_fixed(image, sigma, radius, LEVEL)  # <= 255 * 256
+    weight = gaussian_blur_fixed(mask.astype(jnp.uint32), sigma, radius, one)  # <= 2**15
+    weight = jnp.where(mask, weight, 0)[:, :, None]
+    x = image.astype(jnp.uint32) * LEVEL
+    # A convex combination: at most 2**15 * 255 * 256 + 2**22 < 2**31, no overflow.
+    out = ((one - weight) * x + weight * blurred + (1 << 22)) >> 23
+    return _select(mask, out.astype(jnp.uint8), image)
 
 
 # ----------------------------------------------------------------------------- erase
 
 
 def _push(c: Array, w: Array) -> tuple[Array, Array]:
-    """One pyramid level up: 2x2 blocks (odd sizes padded with weight 0) -> the weighted mean
-    colour c' float32[h', w', C] (0 where no weight) and weight w' = min(1, sum of weights)."""
+    """One pyramid level up: 2x2 blocks (odd sizes padded with unknown pixels) -> the mean of
+    their known children's values c' int32[h', w', C] (rounded half up, 0 where none is known)
+    and whether any is known, w' bool[h', w']."""
     h, wd = w.shape
     ph, pw = h % 2, wd % 2
-    wc = jnp.pad(c * w[:, :, None], ((0, ph), (0, pw), (0, 0)))
+    c = jnp.pad(jnp.where(w[:, :, None], c, 0), ((0, ph), (0, pw), (0, 0)))
     w = jnp.pad(w, ((0, ph), (0, pw)))
     h2, w2 = (h + ph) // 2, (wd + pw) // 2
-    sw = w.reshape(h2, 2, w2, 2).sum(axis=(1, 3))
-    sc = wc.reshape(h2, 2, w2, 2, -1).sum(axis=(1, 3))
-    some = sw > 0
-    c2 = jnp.where(some[:, :, None], sc / jnp.where(some, sw, 1.0)[:, :, None], 0.0)
-    return c2, jnp.minimum(sw, 1.0)
+    count = w.astype(jnp.int32).reshape(h2, 2, w2, 2).sum(axis=(1, 3))[:, :, None]
+    total = c.reshape(h2, 2, w2, 2, -1).sum(axis=(1, 3))
+    c2 = jnp.where(count > 0, (2 * total + count) // jnp.maximum(2 * count, 1), 0)
+    return c2, count[:, :, 0] > 0
 
 
 def _up2_axis(f: Array, axis: int, n_out: int) -> Array:
-    """Bilinear 2x upsampling along `axis` (pixel centres aligned, edges replicated), cropped
-    to n_out: out[2k] = 3/4 f[k] + 1/4 f[k-1], out[2k+1] = 3/4 f[k] + 1/4 f[k+1]."""
+    """2x upsampling along `axis` times 4 (pixel centres aligned, edges replicated), cropped to
+    n_out: out[2k] = 3 f[k] + f[k-1], out[2k+1] = 3 f[k] + f[k+1] - bilinear, unnormalised."""
     n = f.shape[axis]
     prev = jnp.concatenate(
         [lax.slice_in_dim(f, 0, 1, axis=axis), lax.slice_in_dim(f, 0, n - 1, axis=axis)], axis
@@ -186,83 +210,97 @@ def _up2_axis(f: Array, axis: int, n_out: int) -> Array:
     nxt = jnp.concatenate(
         [lax.slice_in_dim(f, 1, n, axis=axis), lax.slice_in_dim(f, n - 1, n, axis=axis)], axis
     )
-    both = jnp.stack([0.75 * f + 0.25 * prev, 0.75 * f + 0.25 * nxt], axis=axis + 1)
+    both = jnp.stack([3 * f + prev, 3 * f + nxt], axis=axis + 1)
     shape = f.shape[:axis] + (2 * n,) + f.shape[axis + 1 :]
     return lax.slice_in_dim(both.reshape(shape), 0, n_out, axis=axis)
 
 
-def push_pull_fill(values: Array, weight: Array) -> Array:
-    """Fills float32[H, W, C] where weight float32[H, W] is 0 from where it is 1 (push-pull).
+def push_pull_fill(values: Array, known: Array) -> Array:
+    """Fills int32[H, W, C] where known bool[H, W] is False from where it is True (push-pull).
 
-    Push: halve to 1x1, each level's colour the weighted mean of its 2x2 block, its weight
-    min(1, the block's total). Pull: from the top down, f = w * c + (1 - w) * up2(f_coarser)
-    with bilinear `_up2_axis`. Known pixels (w = 1) come back exactly; unknown ones get a
-    smooth blend of the nearest known ones at every scale. Static shapes: log2 levels.
+    Push: halve to 1x1, each level's value the mean of its 2x2 block's known children (a block
+    is known when any child is). Pull: from the top down, f = c where known, else the bilinear
+    2x upsampling of the coarser f (rounded half up). Known pixels come back exactly; unknown
+    ones get a smooth blend of the nearest known ones at every scale. Integer arithmetic
+    throughout (values up to 2**26 / 16); static shapes: log2 levels.
     """
-    levels = [(values, weight)]
+    levels = [(values, known)]
     while levels[-1][1].shape != (1, 1):
         levels.append(_push(*levels[-1]))
     f = levels[-1][0]
     for c, w in reversed(levels[:-1]):
-        up = _up2_axis(_up2_axis(f, 0, c.shape[0]), 1, c.shape[1])
-        w = w[:, :, None]
-        f = w * c + (1.0 - w) * up
+        up = (_up2_axis(_up2_axis(f, 0, c.shape[0]), 1, c.shape[1]) + 8) >> 4
+        f = jnp.where(w[:, :, None], c, up)
     return f
 
 
 def erase(image: Array, mask: Array) -> Array:
-    """Replaces the region with a smooth fill from its surroundings (`push_pull_fill` of the
-    pixels outside the mask), rounded half to even.
+    """Replaces the region with a smooth fill from its surroundings: `push_pull_fill` of the
+    pixels outside the mask in 1/256 grey levels, rounded half up.
 
     image: uint8[H, W, 3]; mask: bool[H, W]. A mask covering the whole image fills black.
     Returns uint8[H, W, 3].
     """
     _check_image(image, 3, "erase")
     _check_mask(image, mask, "erase")
-    filled = push_pull_fill(image.astype(jnp.float32), (~mask).astype(jnp.float32))
-    return _select(mask, _to_uint8(filled), image)
+    filled = push_pull_fill(image.astype(jnp.int32) * LEVEL, ~mask)
+    out = jnp.clip((filled + LEVEL // 2) // LEVEL, 0, 255)
+    return _select(mask, out.astype(jnp.uint8), image)
 
 
 # ----------------------------------------------------------------------------- stretch
 
+STRETCH_CLIP = (0.25, 4.0)  # factors beyond are clipped (keeps the fixed point in int32)
 
-def _lerp_index(n: int, src: Array) -> tuple[Array, Array, Array]:
-    """(i0, i1 int32[n], t float32[n]): src = i0 + t, both indices clamped into [0, n)."""
-    lo = jnp.floor(src)
-    t = src - lo
-    i0 = jnp.clip(lo, 0, n - 1).astype(jnp.int32)
-    i1 = jnp.clip(lo + 1, 0, n - 1).astype(jnp.int32)
-    return i0, i1, t
+
+def _stretch_bits(n: int) -> int:
+    """Fractional bits F of source positions along an axis of n pixels: the most (at most 23)
+    with 5 * (n + 1) * 2**F < 2**31, the bound on |position| * 2**F (see `_stretch_axis`)."""
+    return min(23, int(math.floor(math.log2((2**31 - 1) / (5 * (n + 1))))))
+
+
+def _stretch_axis(x: Array, axis: int, c: Array, factor: Array) -> Array:
+    """uint8 array x resampled along `axis` at c - 1/2 + (p - c + 1/2) / factor, linear.
+
+    Positions in fixed point with F fractional bits: 2 (p - c) + 1 is an integer and
+    q = round(2**(F-1) / factor) <= 2**(F+1), so |position| * 2**F <= (n + 4 n) 2**F < 2**31;
+    the interpolation a (2**F - t) + b t <= 255 * 2**F < 2**31.
+    """
+    n = x.shape[axis]
+    bits = _stretch_bits(n)
+    c = jnp.clip(jnp.asarray(c, jnp.int32), 0, n)
+    q = jnp.round(float(2 ** (bits - 1)) / factor).astype(jnp.int32)
+    p = jnp.arange(n, dtype=jnp.int32)
+    pos = (2 * c - 1) * (1 << (bits - 1)) + (2 * (p - c) + 1) * q
+    i0 = pos >> bits  # arithmetic shift: floor, also below 0
+    t = pos & ((1 << bits) - 1)
+    a = jnp.take(x, jnp.clip(i0, 0, n - 1), axis=axis).astype(jnp.int32)
+    b = jnp.take(x, jnp.clip(i0 + 1, 0, n - 1), axis=axis).astype(jnp.int32)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    t = t.reshape(shape)
+    return ((a * ((1 << bits) - t) + b * t + (1 << (bits - 1))) >> bits).astype(jnp.uint8)
 
 
 def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array) -> Array:
-    """Magnifies the content by `factor` along `axis` about the region's centre, bilinear.
+    """Magnifies the content by `factor` along `axis` about the region's centre, linear.
 
     image: uint8[H, W, 3]; mask: bool[H, W]; center: int32[2] (row, col) - the square
     [c-r, c+r) is centred on the pixel corner c, i.e. pixel coordinate c - 1/2;
-    factor: float32[] (> 0; > 1 stretches); axis: int32[] 0 (rows: vertical) or 1 (columns).
-    Inside the mask, out[p] = image sampled at centre + (p - centre) / factor along `axis`
-    (the other coordinate unchanged), linear interpolation, edges clamped; rounded half to
-    even. Returns uint8[H, W, 3].
+    factor: float32[] clipped to STRETCH_CLIP (> 1 stretches); axis: int32[] 0 (rows:
+    vertical) or 1 (columns). Inside the mask, out[p] = image sampled at
+    centre + (p - centre) / factor along `axis` (the other coordinate unchanged), linear
+    interpolation between the two nearest pixels, positions clamped to the image; fixed point
+    (positions to 2**-19 pixel or finer at 800 px), rounded half up. Returns uint8[H, W, 3].
     """
     _check_image(image, 3, "stretch")
     _check_mask(image, mask, "stretch")
-    height, width = image.shape[:2]
-    mid = jnp.asarray(center, jnp.float32) - 0.5
-    factor = jnp.asarray(factor, jnp.float32)
-    rows = jnp.arange(height, dtype=jnp.float32)
-    cols = jnp.arange(width, dtype=jnp.float32)
-    # The untouched axis samples at integer positions with weight exactly 0 on the next pixel,
-    # so both axes go through the same code and axis stays a traced value.
-    src_r = jnp.where(axis == 0, mid[0] + (rows - mid[0]) / factor, rows)
-    src_c = jnp.where(axis == 1, mid[1] + (cols - mid[1]) / factor, cols)
-    r0, r1, tr = _lerp_index(height, src_r)
-    c0, c1, tc = _lerp_index(width, src_c)
-    x = image.astype(jnp.float32)
-    tr, tc = tr[:, None, None], tc[None, :, None]
-    by_rows = jnp.take(x, r0, axis=0) * (1.0 - tr) + jnp.take(x, r1, axis=0) * tr
-    out = jnp.take(by_rows, c0, axis=1) * (1.0 - tc) + jnp.take(by_rows, c1, axis=1) * tc
-    return _select(mask, _to_uint8(out), image)
+    center = jnp.asarray(center, jnp.int32)
+    factor = jnp.clip(jnp.asarray(factor, jnp.float32), *STRETCH_CLIP)
+    # Both axes are resampled and one is selected, so `axis` stays a traced value.
+    out = jnp.where(axis == 0, _stretch_axis(image, 0, center[0], factor),
+                    _stretch_axis(image, 1, center[1], factor))
+    return _select(mask, out, image)
 
 
 # ----------------------------------------------------------------------------- copy / splice
@@ -555,7 +593,10 @@ def mix_thresholds(weights: dict[str, float]) -> np.ndarray:
     w = np.array([float(weights.get(k, 0.0)) for k in KIND_ORDER], np.float64)
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError(f"edits: weights must be finite, >= 0 and not all 0; got {weights}")
-    return (np.cumsum(w)[:-1] / w.sum()).astype(np.float32)
+    cum = np.cumsum(w)
+    # Divided by cum[-1], not w.sum() (summed in another order): trailing zero weights then
+    # get thresholds of exactly 1.0.
+    return (cum[:-1] / cum[-1]).astype(np.float32)
 
 
 def alter_one_mix(
