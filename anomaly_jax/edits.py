@@ -17,6 +17,8 @@ may not change (a smudge of a flat area, a copy from an identical patch change n
 Every function is jittable and vmappable with parameters as traced arrays (sigma, factor, axis,
 offsets, region), so one compiled step serves every parameter value; only shapes and the
 static arguments named in the docstrings (kind, region shape, blur radius) specialise it.
+Pixel arithmetic is integer fixed point (see the comment above LEVEL), so results are the
+same bits eagerly, under jit, vmapped or not, and on any backend.
 Randomness comes only from the key passed in (typed or raw uint32[2], as in `corruptions`).
 
 `alter_batch_edits(kind, images, keys)` mirrors `corruptions.alter_batch` (same key split,

@@ -13,7 +13,8 @@ region's centre and size follow exactly the same distribution as discolor's squa
              when the square is not empty (r >= 1).
 
 Everything is traced: centre, half-size, the cell counts and the noise are arrays, so one
-compiled function serves every region. Randomness comes only from the key passed in (typed
+compiled function serves every region. The blob is computed in integers (see `free_mask`), so
+a key gives the same mask eagerly, under jit and on any backend. Randomness comes only from the key passed in (typed
 or raw uint32[2], as in `corruptions`).
 
 What a researcher may change: the blob's look - `CELLS_MIN`/`CELLS_MAX` (coarser or finer
@@ -37,7 +38,8 @@ CELLS_MAX = 8
 # units of r. With the noise mostly in [0.3, 0.7] the blob reaches about 0.4..0.9 r: lobed,
 # not a disc, sometimes with a detached lobe (as DRAEM's masks), and, the noise being < 1,
 # never farther than r / RADIAL_WEIGHT from the centre (and never outside the square).
-RADIAL_WEIGHT = 0.8
+# Keep the denominator small: it bounds r (denominator * r * NOISE_ONE < 2**24).
+RADIAL_WEIGHT = (4, 5)  # 4/5 = 0.8 as (numerator, denominator): compared in integers
 
 
 def square_mask(height: int, width: int, center: Array, half_size: Array) -> Array:
@@ -51,13 +53,27 @@ def square_mask(height: int, width: int, center: Array, half_size: Array) -> Arr
     return rows_in[:, None] & cols_in[None, :]
 
 
-def _lerp_axis(n: int, start: Array, size: Array, cells: Array) -> tuple[Array, Array]:
-    """For pixels 0..n-1 along one axis: (node index int32[n], fraction float32[n]) into a grid
-    of `cells` cells spread over [start, start + size) (pixel centres at i + 0.5)."""
-    pos = (jnp.arange(n, dtype=jnp.float32) + 0.5 - start) / size  # 0..1 across the square
-    g = jnp.clip(pos, 0.0, 1.0) * cells.astype(jnp.float32)
-    idx = jnp.clip(jnp.floor(g).astype(jnp.int32), 0, cells - 1)
-    return idx, g - idx.astype(jnp.float32)
+NOISE_ONE = 1 << 10  # noise values are integers in [0, NOISE_ONE): 1.0 in fixed point
+
+
+def _lerp_axis(grid: Array, axis: int, n: int, center: Array, r: Array, cells: Array) -> Array:
+    """Linear interpolation of int32 grid nodes along `axis` at pixels 0..n-1: `cells` cells
+    spread over the square [c - r, c + r) (pixel centres at i + 1/2), clamped at its ends.
+
+    Integer arithmetic: the pixel's position in the square is (2i + 1 - 2c + 2r) / (4r), so
+    node index and remainder come from one integer division, and the blend rounds half up.
+    """
+    i = jnp.arange(n, dtype=jnp.int32)
+    den = 4 * r
+    num = jnp.clip(2 * i + 1 - 2 * center + 2 * r, 0, den) * cells
+    idx = jnp.minimum(num // den, cells - 1)
+    rem = num - idx * den
+    shape = [1, 1]
+    shape[axis] = n
+    rem = rem.reshape(shape)
+    g0 = jnp.take(grid, idx, axis=axis)
+    g1 = jnp.take(grid, idx + 1, axis=axis)
+    return (g0 * (den - rem) + g1 * rem + den // 2) // den
 
 
 def free_mask(key: Array, height: int, width: int, center: Array, half_size: Array) -> Array:
@@ -65,30 +81,29 @@ def free_mask(key: Array, height: int, width: int, center: Array, half_size: Arr
 
     key: PRNG key; center: int32[2]; half_size: int32[]. Contains the centre pixel whenever
     half_size >= 1 and the centre lies in the image; empty when half_size <= 0.
+    Integer arithmetic (and float32 only on exact integers or in single products), so the
+    same key gives the same mask eagerly, under jit and on any backend.
     """
     k_cells, k_grid = jax.random.split(_typed_key(key))
     center = jnp.asarray(center, jnp.int32)
     r = jnp.asarray(half_size, jnp.int32)
     box = square_mask(height, width, center, r)
+    r = jnp.maximum(r, 1)  # r = 0: any positive value, the box is empty anyway
     cells = jax.random.randint(k_cells, (2,), CELLS_MIN, CELLS_MAX + 1, jnp.int32)
     # A fixed-size grid (static shape); only its first cells+1 nodes per axis are read.
-    grid = jax.random.uniform(k_grid, (CELLS_MAX + 1, CELLS_MAX + 1), jnp.float32)
-    rf = jnp.maximum(r, 1).astype(jnp.float32)  # r = 0: any finite value, the box is empty
-    cf = center.astype(jnp.float32)
-    i0, ty = _lerp_axis(height, cf[0] - rf, 2.0 * rf, cells[0])
-    j0, tx = _lerp_axis(width, cf[1] - rf, 2.0 * rf, cells[1])
-    ty, tx = ty[:, None], tx[None, :]
-    a = grid[i0[:, None], j0[None, :]]
-    b = grid[i0[:, None], j0[None, :] + 1]
-    c = grid[i0[:, None] + 1, j0[None, :]]
-    d = grid[i0[:, None] + 1, j0[None, :] + 1]
-    noise = (a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty
-    # The square [c-r, c+r) is centred on the pixel corner at c, so distances are measured
-    # from there to pixel centres.
-    dy = (jnp.arange(height, dtype=jnp.float32) + 0.5 - cf[0]) / rf
-    dx = (jnp.arange(width, dtype=jnp.float32) + 0.5 - cf[1]) / rf
-    dist = jnp.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
-    blob = noise > RADIAL_WEIGHT * dist
+    grid = jax.random.randint(k_grid, (CELLS_MAX + 1, CELLS_MAX + 1), 0, NOISE_ONE, jnp.int32)
+    noise = _lerp_axis(grid, 0, height, center[0], r, cells[0])  # [H, CELLS_MAX + 1]
+    noise = _lerp_axis(noise, 1, width, center[1], r, cells[1])  # [H, W] in [0, NOISE_ONE)
+    # noise / NOISE_ONE > (a / b) |p - c| / r with RADIAL_WEIGHT = (a, b) and p - c = (DY, DX)/2
+    # (the square is centred on the pixel corner c), squared: (b r noise)^2 > (a NOISE_ONE / 2)^2
+    # (DY^2 + DX^2). In float32: b r noise < 2**24 (r < 3276 for b = 5) and DY^2 + DX^2 inside
+    # the square are exact integers, the squares and the scale single products, so no
+    # rounding can depend on how XLA fuses them.
+    dy = (2 * (jnp.arange(height, dtype=jnp.int32) - center[0]) + 1).astype(jnp.float32)
+    dx = (2 * (jnp.arange(width, dtype=jnp.int32) - center[1]) + 1).astype(jnp.float32)
+    a, b = RADIAL_WEIGHT
+    lhs = (b * r * noise).astype(jnp.float32)
+    blob = lhs * lhs > float((a * NOISE_ONE / 2) ** 2) * (dy[:, None] ** 2 + dx[None, :] ** 2)
     centre = (jnp.arange(height)[:, None] == center[0]) & (jnp.arange(width)[None, :] == center[1])
     return box & (blob | centre)
 
