@@ -1,0 +1,126 @@
+"""Region masks for the alterations of `anomaly_jax.edits`: where an edit may change pixels.
+
+Two shapes, both placed by seed 1's square sampler (`corruptions._sample_square`, reused so a
+region's centre and size follow exactly the same distribution as discolor's square):
+
+* `square` - the square rows [row-r, row+r), columns [col-r, col+r): the same pixels as
+             `corruptions.discolor` alters (built from `corruptions._square_spans`).
+* `free`   - a free-form blob in the spirit of DRAEM's Perlin-noise masks: smooth value noise
+             (a random grid of 4..8 cells a side over the square, bilinearly interpolated)
+             thresholded against the distance to the centre, so the blob is irregular but
+             lumped around the centre. It lies inside the square (the square is its bounding
+             box, so its area is at most 4r^2) and always holds the centre pixel (row, col)
+             when the square is not empty (r >= 1).
+
+Everything is traced: centre, half-size, the cell counts and the noise are arrays, so one
+compiled function serves every region. The blob is computed in integers (see `free_mask`), so
+a key gives the same mask eagerly, under jit and on any backend. Randomness comes only from the key passed in (typed
+or raw uint32[2], as in `corruptions`).
+
+What a researcher may change: the blob's look - `CELLS_MIN`/`CELLS_MAX` (coarser or finer
+lobes) and `RADIAL_WEIGHT` (how strongly the blob is pulled towards a disc); the square itself
+is seed 1's and should stay as it is.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from anomaly_jax.corruptions import _sample_square, _square_spans, _typed_key
+
+Array = jax.Array
+SHAPES = ("square", "free")
+
+# Value-noise cells across the square, drawn per example and per axis in [MIN, MAX].
+CELLS_MIN = 4
+CELLS_MAX = 8
+# A pixel is in the blob when noise > RADIAL_WEIGHT * d, d = its distance to the centre in
+# units of r. With the noise mostly in [0.3, 0.7] the blob reaches about 0.4..0.9 r: lobed,
+# not a disc, sometimes with a detached lobe (as DRAEM's masks), and, the noise being < 1,
+# never farther than r / RADIAL_WEIGHT from the centre (and never outside the square).
+# Keep the denominator small: it bounds r (denominator * r * NOISE_ONE < 2**24).
+RADIAL_WEIGHT = (4, 5)  # 4/5 = 0.8 as (numerator, denominator): compared in integers
+
+
+def square_mask(height: int, width: int, center: Array, half_size: Array) -> Array:
+    """bool[H, W]: the square rows [row-r, row+r) x cols [col-r, col+r), clipped to the image.
+
+    center: int32[2] (row, col); half_size: int32[] (r); height, width: static ints.
+    Exactly the pixels `corruptions.discolor(image, center, half_size, ...)` alters (negative
+    starts clamped to 0, as there).
+    """
+    rows_in, cols_in = _square_spans((height, width), center, half_size)
+    return rows_in[:, None] & cols_in[None, :]
+
+
+NOISE_ONE = 1 << 10  # noise values are integers in [0, NOISE_ONE): 1.0 in fixed point
+
+
+def _lerp_axis(grid: Array, axis: int, n: int, center: Array, r: Array, cells: Array) -> Array:
+    """Linear interpolation of int32 grid nodes along `axis` at pixels 0..n-1: `cells` cells
+    spread over the square [c - r, c + r) (pixel centres at i + 1/2), clamped at its ends.
+
+    Integer arithmetic: the pixel's position in the square is (2i + 1 - 2c + 2r) / (4r), so
+    node index and remainder come from one integer division, and the blend rounds half up.
+    """
+    i = jnp.arange(n, dtype=jnp.int32)
+    den = 4 * r
+    num = jnp.clip(2 * i + 1 - 2 * center + 2 * r, 0, den) * cells
+    idx = jnp.minimum(num // den, cells - 1)
+    rem = num - idx * den
+    shape = [1, 1]
+    shape[axis] = n
+    rem = rem.reshape(shape)
+    g0 = jnp.take(grid, idx, axis=axis)
+    g1 = jnp.take(grid, idx + 1, axis=axis)
+    return (g0 * (den - rem) + g1 * rem + den // 2) // den
+
+
+def free_mask(key: Array, height: int, width: int, center: Array, half_size: Array) -> Array:
+    """bool[H, W]: a free-form blob inside the square of (center, half_size); see the module doc.
+
+    key: PRNG key; center: int32[2]; half_size: int32[]. Contains the centre pixel whenever
+    half_size >= 1 and the centre lies in the image; empty when half_size <= 0.
+    Integer arithmetic (and float32 only on exact integers or in single products), so the
+    same key gives the same mask eagerly, under jit and on any backend.
+    """
+    k_cells, k_grid = jax.random.split(_typed_key(key))
+    center = jnp.asarray(center, jnp.int32)
+    r = jnp.asarray(half_size, jnp.int32)
+    box = square_mask(height, width, center, r)
+    r = jnp.maximum(r, 1)  # r = 0: any positive value, the box is empty anyway
+    cells = jax.random.randint(k_cells, (2,), CELLS_MIN, CELLS_MAX + 1, jnp.int32)
+    # A fixed-size grid (static shape); only its first cells+1 nodes per axis are read.
+    grid = jax.random.randint(k_grid, (CELLS_MAX + 1, CELLS_MAX + 1), 0, NOISE_ONE, jnp.int32)
+    noise = _lerp_axis(grid, 0, height, center[0], r, cells[0])  # [H, CELLS_MAX + 1]
+    noise = _lerp_axis(noise, 1, width, center[1], r, cells[1])  # [H, W] in [0, NOISE_ONE)
+    # noise / NOISE_ONE > (a / b) |p - c| / r with RADIAL_WEIGHT = (a, b) and p - c = (DY, DX)/2
+    # (the square is centred on the pixel corner c), squared: (b r noise)^2 > (a NOISE_ONE / 2)^2
+    # (DY^2 + DX^2). In float32: b r noise < 2**24 (r < 3276 for b = 5) and DY^2 + DX^2 inside
+    # the square are exact integers, the squares and the scale single products, so no
+    # rounding can depend on how XLA fuses them.
+    dy = (2 * (jnp.arange(height, dtype=jnp.int32) - center[0]) + 1).astype(jnp.float32)
+    dx = (2 * (jnp.arange(width, dtype=jnp.int32) - center[1]) + 1).astype(jnp.float32)
+    a, b = RADIAL_WEIGHT
+    lhs = (b * r * noise).astype(jnp.float32)
+    blob = lhs * lhs > float((a * NOISE_ONE / 2) ** 2) * (dy[:, None] ** 2 + dx[None, :] ** 2)
+    centre = (jnp.arange(height)[:, None] == center[0]) & (jnp.arange(width)[None, :] == center[1])
+    return box & (blob | centre)
+
+
+def sample_region(key: Array, height: int, width: int, shape: str = "square") -> dict[str, Array]:
+    """A region: {center int32[2], half_size int32[], mask bool[H, W]}.
+
+    shape: "square" | "free" (static). The key is split into (square, noise): the centre and
+    half-size are seed 1's (`corruptions._sample_square` on the first half), so the same key
+    places a square and a free region on the same square; the noise half shapes the blob.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"regions: unknown shape {shape!r}; expected one of {SHAPES}")
+    k_square, k_noise = jax.random.split(_typed_key(key))
+    center, half_size = _sample_square(k_square, height, width)
+    if shape == "square":
+        mask = square_mask(height, width, center, half_size)
+    else:
+        mask = free_mask(k_noise, height, width, center, half_size)
+    return {"center": center, "half_size": half_size, "mask": mask}
