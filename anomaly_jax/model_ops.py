@@ -242,6 +242,37 @@ def seed_block_s2d(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     return jax.nn.relu(y.reshape(bsz, h, wd, 4, w.shape[-1]).max(axis=3) + b)
 
 
+# --------------------------------------------------------------------------- blocks by impl
+# What the models call: one block, two formulations. The choice lives here, not in the models.
+
+
+def seed_block(x: jax.Array, w: jax.Array, b: jax.Array, impl: str, *, pool: bool,
+               space_to_depth: bool) -> jax.Array:
+    """SeedCNN's block: relu(conv_same(x, w) + b), then a 2x2 max-pool if `pool`.
+
+    x: [B, H, W, Cin] -> [B, H/2, W/2, Cout] (pool) or [B, H, W, Cout], in x's dtype.
+    impl "fast": the space-to-depth form where `space_to_depth` (leading blocks, pool only),
+    and the reshape max-pool; "plain": textbook conv and reduce_window pool.
+    """
+    if impl == "fast" and pool and space_to_depth:
+        return seed_block_s2d(x, w, b)
+    x = jax.nn.relu(conv_plain(x, w, b, "SAME"))
+    return POOL[impl](x) if pool else x
+
+
+def white_box_trunk(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array,
+                    impl: str) -> jax.Array:
+    """WhiteBoxNet's two conv(5x5 valid)-leaky-ReLU-max-pool blocks, flattened NHWC.
+
+    x: [B, S, S, 3] -> [B, s*s*8]. impl "fast": `white_box_trunk_fast`; "plain": textbook ops.
+    """
+    if impl == "fast":
+        return white_box_trunk_fast(x, w1, b1, w2, b2)
+    x = max_pool_plain(jax.nn.leaky_relu(conv_plain(x, w1, b1, "VALID"), LEAKY_SLOPE))
+    x = max_pool_plain(jax.nn.leaky_relu(conv_plain(x, w2, b2, "VALID"), LEAKY_SLOPE))
+    return x.reshape(x.shape[0], -1)
+
+
 def dropout(x: jax.Array, key: jax.Array | None, rate: float) -> jax.Array:
     """Inverted dropout drawn from `key` only; identity when key is None.
 

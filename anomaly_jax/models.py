@@ -34,8 +34,7 @@ from flax import nnx
 
 from anomaly_jax.config import DENSE_MODELS, ModelConfig, choices
 from anomaly_jax.localiser import LocaliserNet
-from anomaly_jax.model_ops import (LEAKY_SLOPE, POOL, SEED_S2D_BLOCKS, conv_plain, dropout,
-                                   max_pool_plain, seed_block_s2d, white_box_trunk_fast)
+from anomaly_jax.model_ops import SEED_S2D_BLOCKS, dropout, seed_block, white_box_trunk
 
 # The seeds' models (image -> two numbers); the dense localiser is in anomaly_jax.localiser.
 MODEL_NAMES = choices(ModelConfig, "name")
@@ -86,9 +85,9 @@ class Linear(nnx.Module):
         return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 
-def _apply_conv(conv: Conv, x: jax.Array, padding: str, impl: str) -> jax.Array:
-    """Runs `conv` on x in x's dtype (float32 parameters are cast at use)."""
-    return conv_plain(x, conv.kernel[...].astype(x.dtype), conv.bias[...].astype(x.dtype), padding)
+def _weights(conv: Conv, dtype: jax.typing.DTypeLike) -> tuple[jax.Array, jax.Array]:
+    """A conv's (kernel, bias) in the compute dtype (float32 parameters are cast at use)."""
+    return conv.kernel[...].astype(dtype), conv.bias[...].astype(dtype)
 
 
 def _check_args(impl: str, dtype: str) -> None:
@@ -162,12 +161,8 @@ class SeedCNN(nnx.Module):
         x = images.astype(dt)
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
-            if self.impl == "fast" and i < min(SEED_S2D_BLOCKS, last):
-                x = seed_block_s2d(x, conv.kernel[...].astype(dt), conv.bias[...].astype(dt))
-                continue
-            x = jax.nn.relu(_apply_conv(conv, x, "SAME", self.impl))
-            if i < last:
-                x = POOL[self.impl](x)
+            x = seed_block(x, *_weights(conv, dt), self.impl, pool=i < last,
+                           space_to_depth=i < SEED_S2D_BLOCKS)
         x = x.reshape(x.shape[0], -1)
         if self.fusion is not None:
             f = features.astype(dt)
@@ -212,16 +207,8 @@ class WhiteBoxNet(nnx.Module):
         del features
         _check_images(images, self.image_size, "WhiteBoxNet")
         x = images.astype(jnp.dtype(self.dtype))
-        if self.impl == "fast":
-            c1, c2 = self.conv1, self.conv2
-            w1, b1, w2, b2 = (v[...].astype(x.dtype) for v in (c1.kernel, c1.bias, c2.kernel, c2.bias))
-            x = white_box_trunk_fast(x, w1, b1, w2, b2)
-        else:
-            x = max_pool_plain(jax.nn.leaky_relu(conv_plain(
-                x, self.conv1.kernel[...].astype(x.dtype), self.conv1.bias[...].astype(x.dtype), "VALID"), LEAKY_SLOPE))
-            x = max_pool_plain(jax.nn.leaky_relu(conv_plain(
-                x, self.conv2.kernel[...].astype(x.dtype), self.conv2.bias[...].astype(x.dtype), "VALID"), LEAKY_SLOPE))
-            x = x.reshape(x.shape[0], -1)
+        x = white_box_trunk(x, *_weights(self.conv1, x.dtype), *_weights(self.conv2, x.dtype),
+                            self.impl)
         x = dropout(x, dropout_key, DROPOUT_RATE)
         return self.fc(x).astype(jnp.float32)
 
