@@ -32,7 +32,6 @@ import glob
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax import alteration
 from anomaly_jax.cost_model import (compiled_memory_bytes, cost_per_device, device_peak,
                                     peak_memory_bytes, step_figures)
-from anomaly_jax.profiling import (device_name, load_average, measure_input, median_run_seconds,
-                                   time_calls)
+from anomaly_jax.profiling import (device_name, format_table, load_average, measure_corrupt,
+                                   measure_input, measure_jpeg, measure_landscapes, megabytes,
+                                   median_run_seconds, row, time_calls)
 from anomaly_jax.config import Config, apply_overrides, is_detection
 from anomaly_jax.errors import ConfigError
 
@@ -92,87 +91,6 @@ def run_peer(script: str, *flags: str) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------- stage: corrupt
-
-
-def corrupt_fn(config: Config, donate: bool) -> Callable:
-    """(images uint8[B,H,W,3], key) -> (altered images, small labels), the sampler inside the
-    jit as in the train step. The mask label is not returned, so XLA does not build it."""
-    c = config.corruption
-
-    def alter(images, key):
-        # The trainer's way: keys from (key, example id); no JPEG (its own row measures it).
-        ids = jnp.arange(images.shape[0], dtype=jnp.int32)
-        out, labels = alteration.alter_examples(c, images, key, ids, jpeg_roundtrip=False)
-        return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
-
-    return jax.jit(alter, donate_argnums=(0,) if donate else ())
-
-
-def measure_corrupt(config: Config, batch: int, steps: int, donate: bool) -> float:
-    """images/s of alter_batch on a batch of random uint8 images, fresh keys every call."""
-    size = config.data.image_size
-    fn = corrupt_fn(config, donate)
-    images = jnp.asarray(
-        np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    )
-    base = jax.random.key(config.seed)
-
-    def step(state):
-        imgs, _, i = state
-        # Donated: the altered batch is the next call's input, altered in place. Not donated:
-        # the same input every call, a fresh output buffer each time. The state carries the
-        # output so that time_calls waits for it.
-        out, labels = fn(imgs, jax.random.fold_in(base, i))
-        return (out if donate else imgs), (out, labels), i + 1
-
-    seconds, _ = time_calls(step, (images, None, 0), steps)
-    return batch / seconds
-
-
-def measure_landscapes(size: int, n: int, steps: int) -> float | None:
-    from anomaly_jax.synthetic import landscapes
-
-    # Called as is: it is a chain of separately jitted stages, and wrapping it in one more
-    # jax.jit lets XLA:CPU fuse them into a much slower program (recomputation per pixel).
-    fn = landscapes
-    base = jax.random.key(1)
-
-    def step(i):
-        jax.block_until_ready(fn(jax.random.fold_in(base, i), n, size, size))
-        return i + 1
-
-    seconds, _ = time_calls(step, 0, steps, warmup=1)
-    return n / seconds
-
-
-def measure_jpeg(images: np.ndarray, quality: int, repeats: int) -> tuple[float, float]:
-    """(ours, Pillow) images/s of a JPEG round trip at `quality`: ours jitted over the whole
-    batch with the input donated; Pillow's save + open one image at a time, as a pipeline
-    writing and reading JPEGs would. Medians over `repeats`, compile excluded."""
-    import io
-
-    from PIL import Image
-
-    from anomaly_jax.jpeg import jpeg_roundtrip_batch
-    fn = jax.jit(jpeg_roundtrip_batch, donate_argnums=0)
-    q = jnp.int32(quality)
-    jax.block_until_ready(fn(jax.device_put(images), q))  # compile
-    ours, peer = [], []
-    for _ in range(repeats):
-        batch = jax.block_until_ready(jax.device_put(images))
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(batch, q))
-        ours.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for image in images:
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, "JPEG", quality=quality)
-            buf.seek(0)
-            with Image.open(buf) as im:
-                np.asarray(im.convert("RGB"))
-        peer.append(time.perf_counter() - t0)
-    n = len(images)
-    return n / statistics.median(ours), n / statistics.median(peer)
 
 
 def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -371,12 +289,12 @@ def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         fig = step_figures(seconds / (len(host_ids) * k), batch, cost, config.model.dtype,
                            device_peak())
         fig.update(compile_s=round(compile_s, 2), steps_per_run=len(host_ids) * k,
-                   xla_memory_mb=_mb(compiled_memory_bytes(compiled)))
+                   xla_memory_mb=megabytes(compiled_memory_bytes(compiled)))
         per_k[k] = fig
         figures[f"k{k}_images_per_s"] = fig["images_per_s"]
         if k == headline:
             figures.update(fig)
-    figures.update(k=headline, repeats=args.repeats, peak_memory_mb=_mb(peak_memory_bytes()))
+    figures.update(k=headline, repeats=args.repeats, peak_memory_mb=megabytes(peak_memory_bytes()))
     peer = None
     if args.peers:
         script = "torch_white_box_net.py" if model == "white_box_net" else "torch_seed_cnn.py"
@@ -437,8 +355,8 @@ def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     fig = step_figures(seconds / steps, batch, cost_per_device(compiled.cost_analysis()),
                        config.model.dtype, device_peak())
     fig.update(compile_s=round(compile_s, 2), steps_per_run=steps,
-               xla_memory_mb=_mb(compiled_memory_bytes(compiled)),
-               peak_memory_mb=_mb(peak_memory_bytes()), batch=batch, image_size=size)
+               xla_memory_mb=megabytes(compiled_memory_bytes(compiled)),
+               peak_memory_mb=megabytes(peak_memory_bytes()), batch=batch, image_size=size)
     fig[ROWS] = [row(f"eval {config.model.name} {size}px b{batch}", fig)]
     return fig
 
@@ -600,48 +518,6 @@ def stage_locate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     return {ROWS: rows, "stage": "locate", "image_size": size, "device": device_name(),
             "search_s": round(figures["search"], 4), "physics_s": round(figures["physics"], 4),
             "localiser_s": round(figures["localiser"], 4), "candidates": n_candidates}
-
-
-# ----------------------------------------------------------------------------- the table
-
-
-COLUMNS = (  # (figure key, heading, format)
-    ("images_per_s", "img/s", "{:.1f}"), ("ms_per_step", "ms/step", "{:.1f}"),
-    ("seconds", "s", "{:.2f}"), ("compile_s", "compile s", "{:.1f}"),
-    ("peak_memory_mb", "peak MB", "{:.0f}"), ("gflop_per_step", "GFLOP/step", "{:.2f}"),
-    ("gb_per_step", "GB/step", "{:.3f}"), ("tflop_per_s", "TFLOP/s", "{:.3f}"),
-    ("gb_per_s", "GB/s", "{:.1f}"), ("mfu", "MFU", "{:.1%}"), ("hbm_share", "HBM", "{:.1%}"),
-    ("peer_images_per_s", "peer img/s", "{:.1f}"), ("peer_seconds", "peer s", "{:.2f}"),
-    ("ratio", "ratio", "{:.2f}x"),
-)
-
-
-def _mb(n: int | None) -> float | None:
-    return None if n is None else round(n / 2**20, 1)
-
-
-def row(name: str, figures: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A table row: the figures named in COLUMNS (None shows as n/a, absent as blank)."""
-    out = {"row": name}
-    out.update({key: figures[key] for key, _, _ in COLUMNS if key in figures})
-    out.update(extra)
-    return out
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Rows as aligned text; only the columns some row fills are shown."""
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-
-    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
-        if key not in r:
-            return ""
-        return "n/a" if r[key] is None else fmt.format(r[key])
-
-    table = [["row"] + [head for _, head, _ in cols]]
-    table += [[r["row"]] + [cell(r, key, fmt) for key, _, fmt in cols] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(line, widths))) for line in table)
 
 
 # ----------------------------------------------------------------------------- registry

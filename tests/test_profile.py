@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from anomaly_jax import cost_model
+from anomaly_jax import cost_model, profiling
 from scripts import profile_throughput as pt
 
 TINY = ["--config", "cnn_lowlr", "--set", "data.image_size=64", "--set", "data.num_images=20",
@@ -74,9 +74,9 @@ def test_step_figures_arithmetic():
 
 
 def test_table_shows_missing_figures_as_na():
-    rows = [pt.row("a", {"images_per_s": 12.345, "peak_memory_mb": None}),
-            pt.row("b", {"seconds": 1.5}, ratio=1.25)]
-    lines = pt.format_table(rows).splitlines()
+    rows = [profiling.row("a", {"images_per_s": 12.345, "peak_memory_mb": None}),
+            profiling.row("b", {"seconds": 1.5}, ratio=1.25)]
+    lines = profiling.format_table(rows).splitlines()
     assert lines[0].split()[:2] == ["row", "img/s"]
     assert "12.3" in lines[1] and "n/a" in lines[1]
     assert lines[2].split()[-1] == "1.25x" and "1.50" in lines[2]
