@@ -7,6 +7,7 @@ turns the totals into the figures of metrics.jsonl and summary.json (`loss`, `di
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +57,75 @@ def detection_sums(logits: jax.Array, altered: jax.Array, weight: jax.Array
     }
 
 
+AUC_BINS = 256  # score histogram bins for the summable ROC AUCs (scores in [0, 1])
+
+
+def _histogram(scores: jax.Array, weight: jax.Array) -> jax.Array:
+    """Weighted histogram of scores in [0, 1] over AUC_BINS equal bins: float32[AUC_BINS]."""
+    index = jnp.clip((scores * AUC_BINS).astype(jnp.int32), 0, AUC_BINS - 1)
+    return jnp.zeros(AUC_BINS, jnp.float32).at[index.reshape(-1)].add(weight.reshape(-1))
+
+
+def mask_sums(prob: jax.Array, mask: jax.Array, image_score: jax.Array, altered: jax.Array,
+              weight: jax.Array, threshold: float = 0.5) -> dict[str, jax.Array]:
+    """Sums for a batch of predicted masks (issue 12's metrics), all summable over steps and
+    devices.
+
+    prob: float32[B, H, W] in [0, 1], the predicted probability that a pixel was altered;
+    mask: bool[B, H, W], the pixels that were; image_score: float32[B] in [0, 1], the
+    "altered or not" score; altered: bool[B]; weight: float32[B], 0 for padding.
+    Pixel F1 and IoU (micro, over every pixel of the split) at `threshold`; pixel and image ROC
+    AUCs from score histograms split by the truth (exact up to AUC_BINS-wide score bins).
+    """
+    w = weight[:, None, None]
+    predicted = prob >= threshold
+    pixel_w = jnp.broadcast_to(w, prob.shape)
+    return {
+        "pixel_tp": jnp.sum((predicted & mask) * w),
+        "pixel_fp": jnp.sum((predicted & ~mask) * w),
+        "pixel_fn": jnp.sum((~predicted & mask) * w),
+        "pixel_pos_hist": _histogram(prob, pixel_w * mask),
+        "pixel_neg_hist": _histogram(prob, pixel_w * ~mask),
+        "image_pos_hist": _histogram(image_score, weight * altered),
+        "image_neg_hist": _histogram(image_score, weight * ~altered),
+        "count": jnp.sum(weight),
+    }
+
+
+def mask_sums_by_kind(prob: jax.Array, mask: jax.Array, image_score: jax.Array,
+                      altered: jax.Array, weight: jax.Array, kind: jax.Array,
+                      kind_names: tuple[str, ...], threshold: float = 0.5
+                      ) -> dict[str, jax.Array]:
+    """`mask_sums` for each alteration kind, keys "<kind>/<sum>" (kind: int32[B] indexes
+    kind_names; a clean image counts under the kind it was drawn, as the negatives of that
+    kind's image AUC). `finish_by_kind` turns them into one row per kind."""
+    out = {}
+    for index, name in enumerate(kind_names):
+        sums = mask_sums(prob, mask, image_score, altered, weight * (kind == index), threshold)
+        out.update({f"{name}/{k}": v for k, v in sums.items()})
+    return out
+
+
+def finish_by_kind(sums: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """{kind: finish(its sums)} for the kinds with examples, from `mask_sums_by_kind` sums."""
+    kinds: dict[str, dict] = {}
+    for key, value in sums.items():
+        name, _, field = key.partition("/")
+        kinds.setdefault(name, {})[field] = value
+    return {name: finish(group) for name, group in kinds.items()
+            if float(np.asarray(group["count"])) > 0}
+
+
+def histogram_auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """ROC AUC from score histograms of the positives and negatives (ties within a bin count
+    half, as the Mann-Whitney statistic does); None when a class is empty."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return None
+    below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (below + 0.5 * neg)) / (pos.sum() * neg.sum()))
+
+
 def add(a: Mapping[str, jax.Array] | None, b: Mapping[str, jax.Array]) -> dict:
     """Element-wise sum of two metric-sum dicts (`a` may be None for the first)."""
     return dict(b) if a is None else {k: a[k] + b[k] for k in b}
@@ -63,9 +133,16 @@ def add(a: Mapping[str, jax.Array] | None, b: Mapping[str, jax.Array]) -> dict:
 
 def finish(sums: Mapping[str, float]) -> dict[str, float]:
     """Totals -> means and rates. Precision/recall are 0 when undefined (no positives)."""
-    s = {k: float(np.asarray(v)) for k, v in sums.items()}
+    hists = {k: np.asarray(v) for k, v in sums.items() if k.endswith("_hist")}
+    s = {k: float(np.asarray(v)) for k, v in sums.items() if k not in hists}
     n = max(s.get("count", 0.0), 1.0)
-    out = {"loss": s["loss"] / n}
+    out = {"loss": s["loss"] / n} if "loss" in s else {}
+    if "pixel_tp" in s:
+        tp, fp, fn = s["pixel_tp"], s["pixel_fp"], s["pixel_fn"]
+        out["pixel_f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        out["pixel_iou"] = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+        out["pixel_auc"] = histogram_auc(hists["pixel_pos_hist"], hists["pixel_neg_hist"])
+        out["image_auc"] = histogram_auc(hists["image_pos_hist"], hists["image_neg_hist"])
     if "distance" in s:
         out["distance"] = s["distance"] / n
         out["hit_rate"] = s["hits"] / n
