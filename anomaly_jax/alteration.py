@@ -7,9 +7,10 @@ the same on any number of devices or processes, in any batch, at any position.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
-from anomaly_jax import corruptions, jpeg
-from anomaly_jax.config import CorruptionConfig
+from anomaly_jax import corruptions, edits, jpeg
+from anomaly_jax.config import KIND_ORDER, MIX_KIND, SEED_KINDS, CorruptionConfig, mix_weights
 
 
 def example_keys(base: jax.Array, ids: jax.Array, step: jax.Array | None) -> jax.Array:
@@ -28,15 +29,34 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """images uint8[B, H, W, 3] of examples `ids` int32[B] -> (altered uint8[B, H, W, 3], labels).
 
-    The corruption's kind and sampler (`corruptions.alter_batch`) with `example_keys(base_key,
-    ids, step)`, then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device
-    JPEG round trip (as seed 1's photos were saved after the alteration). A file export that
-    writes JPEGs itself passes jpeg_roundtrip=False. labels: as `corruptions.alter_batch`.
+    Keys `example_keys(base_key, ids, step)`, then by corruption.kind and .region:
+      an old kind (SEED_KINDS) on a square -> `corruptions.alter_batch` (the seeds' runs,
+                                              bit for bit as before issue 12);
+      an edit, or an old kind on "free"    -> `edits.alter_batch_edits`;
+      "mix"                                -> `edits.alter_batch_mix` with `mix_weights`.
+    Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
+    trip (as seed 1's photos were saved after the alteration): it changes pixels, never the
+    labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
+    labels: as `corruptions.alter_batch` (center float32[B, 2], half_size int32[B],
+    half_size_norm float32[B], ratio float32[B], mask bool[B, H, W], altered bool[B]) plus
+    kind int32[B], the index into KIND_ORDER (the same for every example unless "mix").
+    Unused labels cost nothing inside a jit.
     """
     c = corruption
-    out, labels = corruptions.alter_batch(c.kind, images, example_keys(base_key, ids, step),
-                                          p_altered=c.p_altered, overflow=c.overflow,
-                                          box_size=c.box_size)
+    keys = example_keys(base_key, ids, step)
+    if c.kind == MIX_KIND:
+        out, labels = edits.alter_batch_mix(images, keys, mix_weights(c), c.region,
+                                            c.p_altered, overflow=c.overflow,
+                                            box_size=c.box_size)
+    else:
+        if c.kind in SEED_KINDS and c.region == "square":
+            out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
+                                                  overflow=c.overflow, box_size=c.box_size)
+        else:
+            out, labels = edits.alter_batch_edits(c.kind, images, keys, region=c.region,
+                                                  p_altered=c.p_altered, overflow=c.overflow,
+                                                  box_size=c.box_size)
+        labels = {**labels, "kind": jnp.full(ids.shape, KIND_ORDER.index(c.kind), jnp.int32)}
     if c.jpeg_quality and jpeg_roundtrip:
         out = jpeg.jpeg_roundtrip_batch(out, c.jpeg_quality)
     return out, labels

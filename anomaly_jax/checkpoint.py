@@ -100,9 +100,12 @@ def config_differences(saved: Mapping, config: Config) -> list[str]:
                 flat_saved[prefix + k] = v
 
     walk(saved)
+    # A field added to the schema after the run was saved held its default then (config.py
+    # adds fields only with defaults that keep existing runs unchanged).
+    defaults = {k: v for k, (_, v) in field_paths(Config()).items()}
     keys = sorted(set(current) | set(flat_saved))
     return [k for k in keys if k not in RESUMABLE_CHANGES
-            and flat_saved.get(k) != current.get(k)]
+            and flat_saved.get(k, defaults.get(k)) != current.get(k)]
 
 
 class RunCheckpoints:

@@ -18,6 +18,14 @@ from anomaly_jax.errors import ConfigError
 SYNTHETIC_SOURCES = ("landscapes", "solid", "black")  # made on the device (anomaly_jax.synthetic)
 DETECTION_MODELS = ("white_box_net",)  # classify altered / clean (seed 2); the rest localise
 DENSE_MODELS = ("localiser",)  # per-pixel maps decoded into a square (anomaly_jax.localiser)
+# Alteration kinds (CorruptionConfig.kind): the seeds' three (anomaly_jax.corruptions), issue
+# 12's edits (anomaly_jax.edits), and "mix", a kind drawn per example. KIND_ORDER is what the
+# `kind` label (int32, edits.alter_batch_mix and the CSV's `kind` column read back) indexes:
+# append new kinds at its end, so old indices keep their meaning.
+SEED_KINDS = ("discolor", "white_box", "scramble")
+EDIT_KINDS = ("smudge", "erase", "stretch", "copy_move", "splice")
+KIND_ORDER = SEED_KINDS + EDIT_KINDS
+MIX_KIND = "mix"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +55,14 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CorruptionConfig:
-    kind: Literal["discolor", "white_box", "scramble"] = "discolor"
+    kind: Literal["discolor", "white_box", "scramble", "smudge", "erase", "stretch",
+                  "copy_move", "splice", "mix"] = "discolor"
+    # Where an alteration may change pixels (anomaly_jax.regions): seed 1's square, or a
+    # free-form blob inside that square.
+    region: Literal["square", "free"] = "square"
+    # kind "mix" only: "kind=weight,..." (e.g. "smudge=2,erase=1"), kinds left out weigh 0;
+    # "" = every kind of KIND_ORDER equally likely. Parsed by `mix_weights`.
+    mix_weights: str = ""
     overflow: Literal["wrap", "clip"] = "wrap"
     p_altered: float = 1.0  # 1.0: seed 1 (localisation); 0.5: seed 2 (detection)
     # "per_example": each image keeps one alteration for the whole run (the seeds);
@@ -191,6 +206,10 @@ def validate(config: Config) -> None:
     if not 0 <= c.corruption.jpeg_quality <= 100:
         raise ConfigError(f"corruption.jpeg_quality={c.corruption.jpeg_quality}: expected 0 "
                           "(off) or a quality in 1..100")
+    mix_weights(c.corruption)  # raises on a malformed string
+    if c.corruption.mix_weights and c.corruption.kind != MIX_KIND:
+        raise ConfigError(f"corruption.mix_weights={c.corruption.mix_weights!r}: only read "
+                          f"when corruption.kind='{MIX_KIND}' (it is {c.corruption.kind!r})")
     _check_model_fits_task(c)
     dense = c.model.name == "localiser"
     if (c.data.crop_size or c.data.package_photos) and not dense:
@@ -243,6 +262,38 @@ def _check_model_fits_task(c: Config) -> None:
                           "expected a probability above 0")
 
 
+def mix_weights(corruption: CorruptionConfig) -> dict[str, float]:
+    """corruption.mix_weights parsed: {kind: weight} over every kind of KIND_ORDER (the ones
+    the string leaves out at 0; all 1.0 for ""). Raises a one-line ConfigError naming the key
+    and the valid kinds for an unknown or repeated kind, a weight that is not a finite number
+    >= 0, or weights that are all 0."""
+    text = corruption.mix_weights.strip()
+    if not text:
+        return {k: 1.0 for k in KIND_ORDER}
+    key = f"corruption.mix_weights={corruption.mix_weights!r}"
+    expected = f"expected kind=weight,... with kinds from {', '.join(KIND_ORDER)}"
+    weights = {k: 0.0 for k in KIND_ORDER}
+    seen = set()
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or name not in KIND_ORDER:
+            raise ConfigError(f"{key}: {item.strip()!r} is not kind=weight with a known kind; "
+                              f"{expected}")
+        if name in seen:
+            raise ConfigError(f"{key}: {name} is given twice; {expected}")
+        seen.add(name)
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ConfigError(f"{key}: weight {value!r} of {name} is not a finite number >= 0")
+        weights[name] = weight
+    if not any(weights.values()):
+        raise ConfigError(f"{key}: every weight is 0; give at least one kind a weight above 0")
+    return weights
+
+
 def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
@@ -274,3 +325,4 @@ def is_detection(config: Config) -> bool:
 
 assert choices(DataConfig, "source")[:len(SYNTHETIC_SOURCES)] == SYNTHETIC_SOURCES
 assert set(DETECTION_MODELS + DENSE_MODELS) <= set(choices(ModelConfig, "name"))
+assert choices(CorruptionConfig, "kind") == KIND_ORDER + (MIX_KIND,)

@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax.config import CorruptionConfig, choices
+from anomaly_jax.config import SEED_KINDS, CorruptionConfig, choices
 
 Array = jax.Array
-KINDS = choices(CorruptionConfig, "kind")
+KINDS = SEED_KINDS  # the kinds implemented here (the rest of CorruptionConfig.kind: edits)
 OVERFLOWS = choices(CorruptionConfig, "overflow")
 
 # Fixed-point discolor: out = (v * m + BIAS) >> SHIFT with m = round(ratio * 2**SHIFT).
@@ -279,6 +279,7 @@ _KINDS: dict[str, Callable[..., tuple]] = {
     "white_box": _alter_white_box,
     "scramble": _alter_scramble,
 }
+assert tuple(_KINDS) == KINDS
 
 
 def alter_one(

@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from anomaly_jax.config import SYNTHETIC_SOURCES, DataConfig, choices
+from anomaly_jax.config import KIND_ORDER, SYNTHETIC_SOURCES, DataConfig, choices
 from anomaly_jax.decoding import (IMAGE_EXTENSIONS, FileLoader, _read_files, _warn_skipped,
-                                  list_image_files)
-from anomaly_jax.errors import DataError
+                                  decode_mask, list_image_files)
+from anomaly_jax.errors import DataError, UnreadableImage
 from anomaly_jax.seed_csv import _row_error, one_row_per_image, read_csv_rows
 
 # Host RAM fraction / device memory fraction a decoded dataset may take (resolve_cache).
@@ -44,7 +44,11 @@ class ImageSet:
       ratio float32[N]         discolor_ratio,
       features float32[N, 2]   raw (r, discolor_ratio), as the seed's fusion models got them,
       altered bool[N]          only when the CSV has an `altered` column (make_dataset exports
-                               with p_altered < 1).
+                               with p_altered < 1),
+      mask bool[N, S, S]       only with a `mask_path` column: the changed pixels, resized to
+                               S with nearest-neighbour (N * S * S bytes of host memory),
+      kind int32[N]            only with a `kind` column: the index into config.KIND_ORDER,
+                               as the `kind` label of `alteration.alter_examples`.
     skipped: (file, reason) for every unreadable image left out.
     loader: id -> uint8[S, S, 3] decode of names[id], for streaming (None for synthetic sets).
     """
@@ -112,9 +116,32 @@ def _load_csv(config: DataConfig, decode: bool) -> ImageSet:
     }
     if rows[0].altered is not None:
         targets["altered"] = np.array([row.altered for row, _, _ in kept], bool)
+    if rows[0].mask_path is not None:
+        targets["mask"] = _read_masks(csv_path, kept, config.image_size)
+    if rows[0].kind is not None:
+        targets["kind"] = np.array([KIND_ORDER.index(row.kind) for row, _, _ in kept],
+                                   np.int32)
     names = [row.path for row, _, _ in kept]
     loader = None if decode else FileLoader(tuple(names), config.image_size, False)
     return ImageSet(images, names, targets, skipped, loader)
+
+
+def _read_masks(csv_path: str, kept: list, size: int) -> np.ndarray:
+    """bool[K, size, size]: the mask of each kept (row, H, W). An unreadable mask, or one of
+    another size than its image, is a DataError naming the row and file: unlike an
+    unreadable image, it would silently turn a labelled example into a wrong one."""
+    masks = np.empty((len(kept), size, size), bool)
+    for k, (row, height, width) in enumerate(kept):
+        try:
+            masks[k], hw = decode_mask(row.mask_path, size)
+        except UnreadableImage as e:
+            raise _row_error(csv_path, row.row, row.line,
+                             f"unreadable mask {row.mask_path}: {e.reason}") from None
+        if hw != (height, width):
+            raise _row_error(csv_path, row.row, row.line,
+                             f"mask {row.mask_path} is {hw[0]}x{hw[1]}, its image "
+                             f"{row.path} {height}x{width}")
+    return masks
 
 
 def _load_synthetic(config: DataConfig, seed: int) -> ImageSet:

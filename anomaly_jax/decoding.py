@@ -110,6 +110,21 @@ def decode_image(path: str, size: int, *, apply_exif: bool = True) -> np.ndarray
     return _decode(path, size, apply_exif)[0]
 
 
+def decode_mask(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """A mask image file -> (bool[size, size], (H, W) before resizing): nonzero = in the mask
+    (1-bit, 0/1 or 0/255 8-bit PNGs alike), resized with nearest-neighbour so it stays a
+    set of pixels. No EXIF rotation, as for the CSV's images: it indexes the stored array.
+    Raises UnreadableImage(path, reason) as `decode_image` does."""
+    with _open(path) as im:
+        _load(im, path)
+        grey = im if im.mode in ("1", "L") else _to_rgb(im, path).convert("L")
+        hw = (grey.height, grey.width)
+        mask = Image.fromarray(np.asarray(grey.convert("L")) > 0)
+        if mask.size != (size, size):
+            mask = mask.resize((size, size), Image.NEAREST)
+        return np.asarray(mask, dtype=bool), hw
+
+
 def _header_size(path: str, apply_exif: bool) -> tuple[int, int]:
     """(height, width) as decode_image would see it before resizing, reading the header only."""
     with _open(path) as im:

@@ -28,7 +28,8 @@ same labels), and also accepts the old kinds, so `region="free"` works for them 
 What a researcher may change: the sampling ranges (`SMUDGE_SIGMA_800` and its floors,
 `STRETCH_FACTORS`, the offset rules in `sample_copy_move` / `sample_splice`), the region's
 look (`anomaly_jax.regions`), and new kinds (a sampler, an apply function, an entry in
-`_EDIT_APPLY` / `_SAMPLERS` and in `KIND_ORDER` - appended, so old kind indices keep meaning).
+`_EDIT_APPLY` / `_SAMPLERS` and in `anomaly_jax.config`'s EDIT_KINDS and CorruptionConfig.kind -
+appended, so old kind indices keep meaning).
 """
 from __future__ import annotations
 
@@ -42,15 +43,17 @@ import numpy as np
 from jax import lax
 
 from anomaly_jax import corruptions
+from anomaly_jax.config import EDIT_KINDS, KIND_ORDER, MIX_KIND, CorruptionConfig, choices
+from anomaly_jax.config import SEED_KINDS as OLD_KINDS
 from anomaly_jax.corruptions import _check_image, _typed_key
 from anomaly_jax.regions import SHAPES, free_mask, sample_region
 
 Array = jax.Array
 
-OLD_KINDS = ("discolor", "white_box", "scramble")
-EDIT_KINDS = ("smudge", "erase", "stretch", "copy_move", "splice")
-# The `kind` label of `alter_batch_mix` indexes this tuple; append new kinds at the end.
-KIND_ORDER = OLD_KINDS + EDIT_KINDS
+# The kinds are named once, in anomaly_jax.config; the `kind` label of `alter_batch_mix`
+# indexes KIND_ORDER (the old kinds, then the edits): every config kind but "mix".
+assert KIND_ORDER == OLD_KINDS + EDIT_KINDS
+assert KIND_ORDER == tuple(k for k in choices(CorruptionConfig, "kind") if k != MIX_KIND)
 
 # Smudge sigma in pixels at 800 px, scaled by min(H, W)/800; floors keep it visible (and
 # varying) on small test images: lo >= 1, hi >= 2.
@@ -459,6 +462,7 @@ _EDIT_APPLY = {
     "copy_move": lambda image, donor, p: copy_move(image, p["mask"], p["offset"]),
     "splice": lambda image, donor, p: splice(image, donor, p["mask"], p["offset"]),
 }
+assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == EDIT_KINDS
 
 
 # ----------------------------------------------------------------------------- batches

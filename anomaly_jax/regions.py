@@ -26,10 +26,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from anomaly_jax.config import CorruptionConfig, choices
 from anomaly_jax.corruptions import _sample_square, _square_spans, _typed_key
 
 Array = jax.Array
-SHAPES = ("square", "free")
+SHAPES = choices(CorruptionConfig, "region")  # ("square", "free")
 
 # Value-noise cells across the square, drawn per example and per axis in [MIN, MAX].
 CELLS_MIN = 4

@@ -1,7 +1,10 @@
 """The seed-format labels CSV (x, y, r, discolor_ratio, img_path): reading and checking it, and writing a dataset in it.
 
 Columns x, y, r, discolor_ratio, img_path (+ an optional `altered`); x and y are the square's
-centre as row and column of the stored pixel array, r its half size in pixels.
+centre as row and column of the stored pixel array, r its half size in pixels. Issue 12's
+optional columns: `mask_path`, a PNG of the changed pixels (nonzero = changed; same size as
+the image; relative to the CSV's folder), and `kind`, the alteration's name (a KIND_ORDER
+entry of anomaly_jax.config).
 `read_csv_rows` checks everything but the image sizes (`anomaly_jax.data` checks those when it
 decodes the images); `write_seed_format` writes images/NNNNN.jpg and labels.csv.
 """
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from anomaly_jax.config import KIND_ORDER
 from anomaly_jax.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ class _CsvRow:
     ratio: float
     path: str
     altered: bool | None  # None when the CSV has no `altered` column
+    mask_path: str | None = None  # the resolved mask file; None without a `mask_path` column
+    kind: str | None = None  # one of KIND_ORDER; None without a `kind` column
 
 
 def _row_error(csv_path: str, row: int, line: int, problem: str) -> DataError:
@@ -67,6 +73,18 @@ def resolve_csv_image(csv_path: str, img_path: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def _mask_file(csv_path: str, row: int, line: int, mask_path: str) -> str:
+    """The file a mask_path names, as given or relative to the CSV's folder. No basename
+    fallback as for images: masks/00001.png and images/00001.png may share a basename."""
+    if not mask_path:
+        raise _row_error(csv_path, row, line, "mask_path is empty")
+    base_dir = os.path.dirname(os.path.abspath(csv_path))
+    path = mask_path if os.path.isabs(mask_path) else os.path.join(base_dir, mask_path)
+    if not os.path.isfile(path):
+        raise _row_error(csv_path, row, line, f"mask file not found: {mask_path}")
+    return path
 
 
 def read_csv_rows(csv_path: str) -> list[_CsvRow]:
@@ -101,7 +119,16 @@ def read_csv_rows(csv_path: str) -> list[_CsvRow]:
             altered = None
             if "altered" in columns:
                 altered = (record.get("altered") or "").strip().lower() not in ("0", "false")
-            rows.append(_CsvRow(i, line, x, y, r, ratio, path, altered))
+            mask_path = None
+            if "mask_path" in columns:
+                mask_path = _mask_file(csv_path, i, line, (record.get("mask_path") or "").strip())
+            kind = None
+            if "kind" in columns:
+                kind = (record.get("kind") or "").strip()
+                if kind not in KIND_ORDER:
+                    raise _row_error(csv_path, i, line, f"kind={kind!r} is not one of "
+                                     f"{', '.join(KIND_ORDER)}")
+            rows.append(_CsvRow(i, line, x, y, r, ratio, path, altered, mask_path, kind))
     if not rows:
         raise DataError(f"{csv_path}: no data rows")
     return rows
@@ -161,9 +188,12 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
 
     images: uint8[N, H, W, 3]; labels: pixel columns {x, y, r, discolor_ratio} or corruption
     labels {center float32[N, 2] (row/H, col/W), half_size int[N], ratio float32[N]},
-    optionally altered bool[N] (written as a 6th column only if some image is clean).
+    optionally altered bool[N] (written as a 6th column only if some image is clean),
+    mask bool[N, H, W] (written as out_dir/masks/NNNNN.png, 1-bit, one per image - all black
+    for a clean one - and a `mask_path` column) and kind: N names from KIND_ORDER (a `kind`
+    column). The seed's five columns always come first, unchanged.
     JPEG quality 75 is Pillow's default, i.e. what the seed's `img.save(path)` used.
-    Returns the CSV path; img_path values are relative to out_dir.
+    Returns the CSV path; img_path and mask_path values are relative to out_dir.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -172,12 +202,28 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
     n, height, width = images.shape[:3]
     columns = _labels_in_pixels(labels, height, width)
     with_altered = "altered" in columns and not columns["altered"].all()
+    masks = None
+    if "mask" in labels:
+        masks = np.asarray(labels["mask"])
+        if masks.dtype != bool or masks.shape != (n, height, width):
+            raise DataError(f"write_seed_format: mask {masks.dtype}{list(masks.shape)}; "
+                            f"expected bool[{n}, {height}, {width}]")
+        os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
+    kinds = None
+    if "kind" in labels:
+        kinds = [str(k) for k in labels["kind"]]
+        unknown = sorted(set(kinds) - set(KIND_ORDER))
+        if len(kinds) != n or unknown:
+            raise DataError(f"write_seed_format: kind needs {n} names from "
+                            f"{', '.join(KIND_ORDER)}; got {len(kinds)} (unknown: {unknown})")
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     digits = max(5, len(str(n - 1)))
     csv_path = os.path.join(out_dir, "labels.csv")
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(list(CSV_COLUMNS) + (["altered"] if with_altered else []))
+        writer.writerow(list(CSV_COLUMNS) + (["altered"] if with_altered else [])
+                        + (["mask_path"] if masks is not None else [])
+                        + (["kind"] if kinds is not None else []))
         for i in range(n):
             rel = f"images/{i:0{digits}d}.jpg"
             Image.fromarray(images[i], "RGB").save(os.path.join(out_dir, rel), "JPEG",
@@ -186,5 +232,12 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
             row.append(rel)
             if with_altered:
                 row.append(str(int(columns["altered"][i])))
+            if masks is not None:
+                # PNG, lossless: the mask reads back bit for bit (the JPEG changes pixels only).
+                mask_rel = f"masks/{i:0{digits}d}.png"
+                Image.fromarray(masks[i]).save(os.path.join(out_dir, mask_rel), "PNG")
+                row.append(mask_rel)
+            if kinds is not None:
+                row.append(kinds[i])
             writer.writerow(row)
     return csv_path

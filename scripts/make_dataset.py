@@ -1,12 +1,14 @@
-"""Exports an altered dataset in the seed's format: images/NNNNN.jpg + labels.csv.
+"""Exports an altered dataset in the seed's format: images/NNNNN.jpg + labels.csv, plus masks.
 
     python -m scripts.make_dataset --out DIR [--config NAME] [--set KEY=VALUE]... [--quality 75]
 
-Loads the config's clean source (data.*), alters every image once with corruption.* using the
-per-example key the trainer uses (alteration.alter_examples), and writes JPEGs (quality 75 = Pillow's default, what
-the seed saved with) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
-img_path (relative), plus an `altered` column when some images were left clean. The last line
-of stdout is {"out", "n", "csv"}.
+Loads the config's clean source (data.*), alters every image once with corruption.* (any
+kind and region, "mix" too) using the per-example key the trainer uses
+(alteration.alter_examples), and writes JPEGs (quality 75 = Pillow's default, what the seed
+saved with), each image's mask of changed pixels as masks/NNNNN.png (1-bit; all black for
+an image left clean) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
+img_path (relative), an `altered` column when some images were left clean, then mask_path
+(relative) and kind (its name). The last line of stdout is {"out", "n", "csv"}.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def build_config(name: str, overrides: list[str]):
 
 
 def alter_all(config, images):
-    """(uint8[N, H, W, 3] altered, labels {center, half_size, ratio, altered} as numpy)."""
+    """(uint8[N, H, W, 3] altered, labels as numpy: center float32[N, 2], half_size int32[N],
+    ratio float32[N], altered bool[N], mask bool[N, H, W], kind int32[N] (into KIND_ORDER))."""
 
     import jax
     import numpy as np
@@ -61,7 +64,8 @@ def alter_all(config, images):
     def alter(batch, ids):
         # The files are written as JPEG below: no on-device round trip before that.
         out, labels = alter_examples(c, batch, corrupt_key, ids, None, jpeg_roundtrip=False)
-        return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
+        return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered", "mask",
+                                            "kind")}
 
     outs, labels = [], []
     for start in range(0, n, chunk):
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from anomaly_jax.config import KIND_ORDER
     from anomaly_jax.data import load_image_set
     from anomaly_jax.seed_csv import write_seed_format
 
@@ -90,7 +95,10 @@ def _main(args: argparse.Namespace) -> int:
     print(f"altering {len(image_set.names)} {config.data.source} images "
           f"({config.corruption.kind}) at {config.data.image_size}px", file=sys.stderr)
     images, labels = alter_all(config, image_set.images)
-    csv_path = write_seed_format(args.out, images, labels, quality=args.quality)
+    # The CSV names kinds; the labels index KIND_ORDER.
+    kinds = [KIND_ORDER[k] for k in labels["kind"]]
+    csv_path = write_seed_format(args.out, images, {**labels, "kind": kinds},
+                                 quality=args.quality)
     print(json.dumps({"out": args.out, "n": int(images.shape[0]), "csv": csv_path}))
     return 0
 

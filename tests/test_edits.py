@@ -7,7 +7,10 @@ Tolerances: copy_move and splice exact; smudge, erase and stretch (fixed point a
 references' float64) within 1 grey level everywhere, and exactly the reference rounded
 wherever its unrounded value is not within 0.05 of a tie (x.5).
 Kept fast: 32x32 images (64 for the free masks, 13x21 for one erase test), a handful of
-module-scoped jitted functions reused by several tests.
+module-scoped jitted functions reused by several tests: the two mix runs (square and free
+regions) stand for every kind's batch, since a mix example is exactly its kind's alteration
+(checked eagerly, one example per kind); eager calls one image per kind (op-by-op
+compilation of every primitive is what an eager call costs).
 """
 from __future__ import annotations
 
@@ -174,20 +177,6 @@ def assert_close_uint8(ours, ref, what):
 
 
 @pytest.fixture(scope="module")
-def batch_free():
-    """{kind: (images, keys, out, labels)} of jitted alter_batch_edits(region="free") on 8
-    smooth 32x32 images, the five edits and white_box (whose free region the mix skips)."""
-    images = smooth_images(B, seed=1)
-    keys = keys_for(B, 1)
-    result = {}
-    for kind in E.EDIT_KINDS + ("white_box",):
-        fn = jax.jit(functools.partial(E.alter_batch_edits, kind, region="free"))
-        out, labels = fn(jnp.asarray(images), keys)
-        result[kind] = (images, keys, np.asarray(out), jax.tree.map(np.asarray, labels))
-    return result
-
-
-@pytest.fixture(scope="module")
 def mix_runs():
     """{region: (images, keys, out, labels)}: square - every kind weighted 1, 64 images;
     free - W_MIX with p_altered=0.5 over N_MIX images (the distribution test)."""
@@ -201,6 +190,13 @@ def mix_runs():
         out, labels = fn(jnp.asarray(images), keys)
         runs[region] = (images, keys, np.asarray(out), jax.tree.map(np.asarray, labels))
     return runs
+
+
+def rows_of(labels, kind, n=B):
+    """Up to n ids of altered examples of `kind` in a mix run. The mix draws an example's
+    parameters exactly as alter_batch_edits(kind) on its key, so these rows stand for that
+    kind's batch (one compiled mix instead of one compile per kind keeps this file fast)."""
+    return np.nonzero(labels["altered"] & (labels["kind"] == E.KIND_ORDER.index(kind)))[0][:n]
 
 
 def apply_all(image, donor, mask, center, sigma, factor, axis, offset):
@@ -284,10 +280,12 @@ def test_free_masks_bounded_nonempty_centred_and_vary_with_key():
 
 
 @pytest.mark.parametrize("kind", E.EDIT_KINDS)
-def test_batch_matches_reference_and_leaves_outside_untouched(batch_free, kind):
-    images, keys, out, labels = batch_free[kind]
+def test_batch_matches_reference_and_leaves_outside_untouched(mix_runs, kind):
+    images, keys, out, labels = mix_runs["free"]
     donors = np.roll(images, 1, axis=0)
-    for i in range(B):
+    rows = rows_of(labels, kind)
+    assert len(rows) >= 4
+    for i in rows:
         p = sampled_params(kind, keys[i])
         mask = p["mask"]
         np.testing.assert_array_equal(labels["mask"][i], mask)
@@ -339,9 +337,9 @@ def test_erase_at_odd_sizes_matches_reference():
     np.testing.assert_array_equal(outs[3], 0)
 
 
-def test_erase_fill_is_smooth_not_flat(batch_free, apply_jit):
-    images, keys, out, labels = batch_free["erase"]
-    for i in range(B):
+def test_erase_fill_is_smooth_not_flat(mix_runs, apply_jit):
+    images, keys, out, labels = mix_runs["free"]
+    for i in rows_of(labels, "erase"):
         m = labels["mask"][i]
         if m.sum() >= 20:
             fill = out[i][m].astype(np.float64)
@@ -353,18 +351,6 @@ def test_erase_fill_is_smooth_not_flat(batch_free, apply_jit):
 
 
 # ----------------------------------------------------------------------------- jit / vmap
-
-
-def test_eager_equals_jit_vmap(batch_free):
-    for kind in E.EDIT_KINDS:
-        images, keys, out, labels = batch_free[kind]
-        donors = np.roll(images, 1, axis=0)
-        i = 2
-        eager, eager_labels = E.alter_one_edit(kind, jnp.asarray(images[i]), jnp.asarray(donors[i]),
-                                               keys[i], region="free")
-        np.testing.assert_array_equal(np.asarray(eager), out[i], err_msg=kind)
-        for name, value in eager_labels.items():
-            np.testing.assert_array_equal(np.asarray(value), labels[name][i], err_msg=(kind, name))
 
 
 def test_no_recompilation_across_parameter_values_and_jit_equals_eager(apply_jit):
@@ -387,12 +373,12 @@ def test_no_recompilation_across_parameter_values_and_jit_equals_eager(apply_jit
 # ----------------------------------------------------------------------------- samplers
 
 
-def test_same_key_same_region_for_every_edit(batch_free):
-    masks = [batch_free[k][3]["mask"] for k in E.EDIT_KINDS]
-    centers = [batch_free[k][3]["center"] for k in E.EDIT_KINDS]
-    for m, c in zip(masks[1:], centers[1:]):
-        np.testing.assert_array_equal(m, masks[0])
-        np.testing.assert_array_equal(c, centers[0])
+def test_same_key_same_region_for_every_edit():
+    for key in keys_for(4, 1):
+        params = [sampled_params(k, key) for k in E.EDIT_KINDS]
+        for p in params[1:]:
+            np.testing.assert_array_equal(p["mask"], params[0]["mask"])
+            np.testing.assert_array_equal(p["center"], params[0]["center"])
 
 
 def test_copy_move_source_inside_and_apart_splice_source_inside():
@@ -418,15 +404,20 @@ def test_copy_move_source_inside_and_apart_splice_source_inside():
 # ----------------------------------------------------------------------------- batches and mix
 
 
-def test_every_kind_both_regions_outside_mask_bit_identical(batch_free, mix_runs):
+def test_every_kind_both_regions_outside_mask_bit_identical(mix_runs):
     seen = {}
     for region, (images, keys, out, labels) in mix_runs.items():
         changed = (out != images).any(-1)
         assert not (changed & ~labels["mask"]).any(), region
         for k in np.unique(labels["kind"][labels["altered"]]):
             seen.setdefault(E.KIND_ORDER[k], set()).add(region)
-    images, keys, out, labels = batch_free["white_box"]
-    assert not ((out != images).any(-1) & ~labels["mask"]).any()
+    # white_box, which the free mix never draws (weight 0): eagerly, on a few of its images.
+    images, keys = mix_runs["free"][:2]
+    for i in range(3):
+        out, labels = E.alter_one_edit("white_box", jnp.asarray(images[i]),
+                                       jnp.asarray(images[i - 1]), keys[i], region="free")
+        changed = (np.asarray(out) != images[i]).any(-1)
+        assert changed.any() and not (changed & ~np.asarray(labels["mask"])).any()
     seen["white_box"].add("free")
     assert seen == {k: {"square", "free"} for k in E.KIND_ORDER}
 
@@ -452,17 +443,21 @@ def test_mix_kind_distribution_follows_weights_and_zero_never_drawn(mix_runs):
             E.mix_thresholds(bad)
 
 
-def test_mix_draws_the_same_alteration_as_the_single_kind(batch_free, mix_runs):
-    # A mix example of kind k is exactly alter_batch_edits(k) on the same key and donor.
+def test_eager_single_kind_equals_jit_vmap_mix(mix_runs):
+    # A mix example of kind k is exactly alter_one_edit(k) on the same key and donor - and
+    # eager (op by op) equals jit(vmap): one example of every kind the free mix draws.
     images, keys, out, labels = mix_runs["free"]
-    for kind in E.EDIT_KINDS + ("white_box",):
-        rows = np.nonzero(labels["altered"] & (labels["kind"] == E.KIND_ORDER.index(kind)))[0][:3]
-        for i in rows:
-            single, single_labels = E.alter_one_edit(kind, jnp.asarray(images[i]),
-                                                     jnp.asarray(images[i - 1]), keys[i],
-                                                     region="free")
-            np.testing.assert_array_equal(np.asarray(single), out[i], err_msg=kind)
-            np.testing.assert_array_equal(np.asarray(single_labels["mask"]), labels["mask"][i])
+    for kind in E.KIND_ORDER:
+        if kind == "white_box":
+            continue  # weight 0 in the free mix; its eager run is in the test above
+        i = rows_of(labels, kind, 1)[0]
+        single, single_labels = E.alter_one_edit(kind, jnp.asarray(images[i]),
+                                                 jnp.asarray(images[i - 1]), keys[i],
+                                                 region="free")
+        np.testing.assert_array_equal(np.asarray(single), out[i], err_msg=kind)
+        for name, value in single_labels.items():
+            np.testing.assert_array_equal(np.asarray(value), labels[name][i],
+                                          err_msg=(kind, name))
     # And an old kind on a square region is exactly corruptions.alter_batch.
     images, keys, out, labels = mix_runs["square"]
     rows = np.nonzero(labels["kind"] == E.KIND_ORDER.index("discolor"))[0]
