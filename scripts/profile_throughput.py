@@ -47,7 +47,7 @@ from anomaly_jax.cost_model import (compiled_memory_bytes, cost_per_device, devi
 from anomaly_jax.profiling import (device_name, format_table, load_average, measure_corrupt,
                                    measure_input, measure_jpeg, measure_landscapes, megabytes,
                                    median_run_seconds, row, time_calls)
-from anomaly_jax.config import Config, apply_overrides, is_detection
+from anomaly_jax.config import EDIT_KINDS, MIX_KIND, Config, apply_overrides, is_detection
 from anomaly_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -106,8 +106,15 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         f"{ips_copy * gb_per_image:6.2f} GB/s")
     peer = None
     if args.peers:
-        if c.kind != "discolor":
-            log("  numpy peer: skipped (it implements discolor only)")
+        if c.kind in EDIT_KINDS or c.kind == MIX_KIND:
+            from scripts import edit_peers
+            from anomaly_jax.synthetic import landscapes
+            photos = np.asarray(landscapes(jax.random.key(3), min(batch, 16), size, size))
+            peer = edit_peers.images_per_s(c.kind, photos)
+            log(f"  numpy/Pillow peer (scripts/edit_peers.py, one image at a time, median of 3)"
+                f": {peer:10.1f} images/s;  ratio ours/peer: {ips / peer:.2f}x")
+        elif c.kind != "discolor":
+            log(f"  numpy peer: skipped (none for {c.kind})")
         else:
             result = run_peer("numpy_discolor.py", "--n", str(batch), "--size", str(size))
             peer = result and result["images_per_s"]
@@ -150,7 +157,7 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         "gb_per_s": round(ips * gb_per_image, 2),
         "images_per_s_not_donated": round(ips_copy, 1),
         "device": device_name(),
-        "peer_numpy_images_per_s": peer,
+        "peer_numpy_images_per_s": round(peer, 2) if peer else None,
         "ratio_vs_numpy": round(ips / peer, 2) if peer else None,
         "landscapes_images_per_s": round(land, 2) if land is not None else None,
         "jpeg_quality": quality,
