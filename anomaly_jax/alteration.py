@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from anomaly_jax import corruptions, edits, jpeg
+from anomaly_jax import corruptions, edit_sampling, jpeg
 from anomaly_jax.config import KIND_ORDER, MIX_KIND, SEED_KINDS, CorruptionConfig, mix_weights
 
 
@@ -32,8 +32,8 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     Keys `example_keys(base_key, ids, step)`, then by corruption.kind and .region:
       an old kind (SEED_KINDS) on a square -> `corruptions.alter_batch` (the seeds' runs,
                                               bit for bit as before issue 12);
-      an edit, or an old kind on "free"    -> `edits.alter_batch_edits`;
-      "mix"                                -> `edits.alter_batch_mix` with `mix_weights`.
+      an edit, or an old kind on "free"    -> `edit_sampling.alter_batch_edits`;
+      "mix"                                -> `edit_sampling.alter_batch_mix` with `mix_weights`.
     Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
     trip (as seed 1's photos were saved after the alteration): it changes pixels, never the
     labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
@@ -45,7 +45,7 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     c = corruption
     keys = example_keys(base_key, ids, step)
     if c.kind == MIX_KIND:
-        out, labels = edits.alter_batch_mix(images, keys, mix_weights(c), c.region,
+        out, labels = edit_sampling.alter_batch_mix(images, keys, mix_weights(c), c.region,
                                             c.p_altered, overflow=c.overflow,
                                             box_size=c.box_size)
     else:
@@ -53,7 +53,7 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
             out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
                                                   overflow=c.overflow, box_size=c.box_size)
         else:
-            out, labels = edits.alter_batch_edits(c.kind, images, keys, region=c.region,
+            out, labels = edit_sampling.alter_batch_edits(c.kind, images, keys, region=c.region,
                                                   p_altered=c.p_altered, overflow=c.overflow,
                                                   box_size=c.box_size)
         labels = {**labels, "kind": jnp.full(ids.shape, KIND_ORDER.index(c.kind), jnp.int32)}

@@ -20,7 +20,7 @@ DETECTION_MODELS = ("white_box_net",)  # classify altered / clean (seed 2); the 
 DENSE_MODELS = ("localiser",)  # per-pixel maps decoded into a square (anomaly_jax.localiser)
 # Alteration kinds (CorruptionConfig.kind): the seeds' three (anomaly_jax.corruptions), issue
 # 12's edits (anomaly_jax.edits), and "mix", a kind drawn per example. KIND_ORDER is what the
-# `kind` label (int32, edits.alter_batch_mix and the CSV's `kind` column read back) indexes:
+# `kind` label (int32, edit_sampling.alter_batch_mix and the CSV's `kind` column read back) indexes:
 # append new kinds at its end, so old indices keep their meaning.
 SEED_KINDS = ("discolor", "white_box", "scramble")
 EDIT_KINDS = ("smudge", "erase", "stretch", "copy_move", "splice")

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from anomaly_jax.config import SEED_KINDS, CorruptionConfig, choices
+from anomaly_jax.example_labels import (altered_coin, check_image, check_keys, example_labels,
+                                        typed_key)
 
 Array = jax.Array
 KINDS = SEED_KINDS  # the kinds implemented here (the rest of CorruptionConfig.kind: edits)
@@ -63,27 +65,6 @@ RATIO_GRID = (np.arange(105, 116) / 100).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _typed_key(key: Array) -> Array:
-    """A typed PRNG key (array) from a typed key or raw uint32[..., 2] key data."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    key = jnp.asarray(key)
-    if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
-        return jax.random.wrap_key_data(key)
-    raise ValueError(
-        f"corruptions: expected a typed PRNG key or uint32[..., 2] key data, "
-        f"got {key.dtype}{list(key.shape)}"
-    )
-
-
-def _check_image(image: Array, ndim: int, name: str) -> None:
-    if image.ndim != ndim or image.dtype != jnp.uint8:
-        dims = "[B, H, W, C]" if ndim == 4 else "[H, W, C]"
-        raise ValueError(
-            f"corruptions.{name}: expected images uint8{dims}, got {image.dtype}{list(image.shape)}"
-        )
 
 
 def _check_overflow(overflow: str) -> None:
@@ -153,7 +134,7 @@ def discolor(
     negative start is clamped to 0 (numpy would wrap it around and usually select nothing).
     Returns uint8[H, W, C].
     """
-    _check_image(image, 3, "discolor")
+    check_image(image, 3, "corruptions.discolor")
     _check_overflow(overflow)
     rows_in, cols_in = _square_spans(image.shape, center, half_size)
     return _discolor(image, rows_in, cols_in, ratio, overflow)
@@ -171,7 +152,7 @@ def white_box(image: Array, top_left: Array, size: int = 16) -> Array:
     inclusive, so size 16 paints 17x17 pixels; parts beyond the image are clipped.
     Returns uint8[H, W, C].
     """
-    _check_image(image, 3, "white_box")
+    check_image(image, 3, "corruptions.white_box")
     return _white_box(image, *_box_spans(image.shape, top_left, size))
 
 
@@ -181,7 +162,7 @@ def _scramble(image: Array, rows_in: Array, cols_in: Array, key: Array) -> Array
     # Sort key: random 31-bit values for rows in the square, 2**31 + index for the rest, so the
     # square's rows come first in random order and the others keep their order. 32 random bits
     # make ties (resolved by index, still a permutation) about 1e-4 likely at 800 rows.
-    bits = jax.random.bits(_typed_key(key), (h,), jnp.uint32) >> 1
+    bits = jax.random.bits(typed_key(key), (h,), jnp.uint32) >> 1
     sort_key = jnp.where(rows_in, bits, jnp.uint32(1 << 31) + idx.astype(jnp.uint32))
     shuffled = jnp.argsort(sort_key, stable=True).astype(jnp.int32)
     first = jnp.argmax(rows_in).astype(jnp.int32)  # first row of the square (any, if empty)
@@ -198,7 +179,7 @@ def scramble(image: Array, center: Array, half_size: Array, key: Array) -> Array
     image: uint8[H, W, C]; center: int32[2]; half_size: int32[]; key: PRNG key (typed or raw).
     Beyond-border parts and negative starts are handled as in `discolor`. Returns uint8[H, W, C].
     """
-    _check_image(image, 3, "scramble")
+    check_image(image, 3, "corruptions.scramble")
     rows_in, cols_in = _square_spans(image.shape, center, half_size)
     return _scramble(image, rows_in, cols_in, key)
 
@@ -209,7 +190,7 @@ def scramble(image: Array, center: Array, half_size: Array, key: Array) -> Array
 def _sample_square(key: Array, height: int, width: int) -> tuple[Array, Array]:
     """Seed 1's centre and half-size, scaled by size/800: at 800, row/col in [100, 700] and
     r = max(30, randint(0, min distance to an edge))."""
-    k_center, k_r = jax.random.split(_typed_key(key))
+    k_center, k_r = jax.random.split(typed_key(key))
     lo = jnp.array([height // 8, width // 8], jnp.int32)
     hi = jnp.array([height - height // 8, width - width // 8], jnp.int32)
     center = jax.random.randint(k_center, (2,), lo, hi + 1, jnp.int32)
@@ -227,7 +208,7 @@ def sample_discolor(key: Array, height: int, width: int) -> dict[str, Array]:
     ratio is uniform in [1.05, 1.15] rounded to 2 decimals: the 11 values 1.05..1.15, the two
     end values half as likely as the others.
     """
-    k_square, k_ratio = jax.random.split(_typed_key(key))
+    k_square, k_ratio = jax.random.split(typed_key(key))
     center, half_size = _sample_square(k_square, height, width)
     hundredths = jnp.round(jax.random.uniform(k_ratio, (), jnp.float32, 105.0, 115.0))
     # A table, not hundredths / 100: XLA turns the division into a multiply by 0.01, which
@@ -239,12 +220,12 @@ def sample_discolor(key: Array, height: int, width: int) -> dict[str, Array]:
 def sample_white_box(key: Array, height: int, width: int, size: int = 16) -> dict[str, Array]:
     """Seed 2's box: {top_left int32[2]} uniform in [0, H-size-1] x [0, W-size-1] (64: [0, 47])."""
     hi = jnp.array([height - size, width - size], jnp.int32)
-    return {"top_left": jax.random.randint(_typed_key(key), (2,), 0, hi, jnp.int32)}
+    return {"top_left": jax.random.randint(typed_key(key), (2,), 0, hi, jnp.int32)}
 
 
 def sample_scramble(key: Array, height: int, width: int) -> dict[str, Array]:
     """Scramble parameters: {center, half_size} as for discolor, and the shuffle's `key`."""
-    k_square, k_shuffle = jax.random.split(_typed_key(key))
+    k_square, k_shuffle = jax.random.split(typed_key(key))
     center, half_size = _sample_square(k_square, height, width)
     return {"center": center, "half_size": half_size, "key": k_shuffle}
 
@@ -294,25 +275,14 @@ def alter_one(
     if kind not in _KINDS:
         raise ValueError(f"corruptions: unknown kind {kind!r}; expected one of {KINDS}")
     _check_overflow(overflow)
-    _check_image(image, 3, "alter_one")
-    k_params, k_coin = jax.random.split(_typed_key(key))
-    if p_altered >= 1.0:
-        altered = jnp.bool_(True)
-    else:
-        altered = jax.random.uniform(k_coin, ()) < p_altered
+    check_image(image, 3, "corruptions.alter_one")
+    k_params, k_coin = jax.random.split(typed_key(key))
+    altered = altered_coin(k_coin, p_altered)
     out, center, half_size, ratio, rows_in, cols_in = _KINDS[kind](
         image, k_params, altered, overflow, box_size
     )
-    height, width = image.shape[:2]
-    labels = {
-        "center": center.astype(jnp.float32) / jnp.array([height, width], jnp.float32),
-        "half_size": jnp.asarray(half_size, jnp.int32),
-        "half_size_norm": jnp.asarray(half_size, jnp.float32) / height,
-        "ratio": jnp.asarray(ratio, jnp.float32),
-        "mask": rows_in[:, None] & cols_in[None, :],
-        "altered": altered,
-    }
-    return out, labels
+    mask = rows_in[:, None] & cols_in[None, :]  # all False for a clean image (spans disabled)
+    return out, example_labels(image.shape, center, half_size, ratio, mask, altered)
 
 
 def alter_batch(
@@ -336,13 +306,7 @@ def alter_batch(
     """
     if kind not in _KINDS:
         raise ValueError(f"corruptions: unknown kind {kind!r}; expected one of {KINDS}")
-    _check_image(images, 4, "alter_batch")
-    keys = _typed_key(keys)
-    if keys.shape != images.shape[:1]:
-        raise ValueError(
-            f"corruptions.alter_batch: expected one key per image ({images.shape[0]}), "
-            f"got keys of shape {list(keys.shape)}"
-        )
+    keys = check_keys(images, keys, "corruptions.alter_batch")
 
     def one(image, key):
         return alter_one(

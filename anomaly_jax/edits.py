@@ -1,7 +1,7 @@
 """Issue 12's edit alterations: local edits of a region (`anomaly_jax.regions`) of one image.
 
 Five kinds, each a pure apply function on one image uint8[H, W, 3] with explicit parameters
-and a sampler `sample_<kind>(key, height, width, region)` drawing them per example:
+(drawn per example by `anomaly_jax.edit_sampling`):
 
 * `smudge`    - Gaussian blur inside the region, feathered at its rim (sigma per example).
 * `erase`     - the region replaced by a smooth fill continued from its surroundings
@@ -21,32 +21,26 @@ Pixel arithmetic is integer fixed point (see the comment above LEVEL), so result
 same bits eagerly, under jit, vmapped or not, and on any backend.
 Randomness comes only from the key passed in (typed or raw uint32[2], as in `corruptions`).
 
-`alter_batch_edits(kind, images, keys)` mirrors `corruptions.alter_batch` (same key split,
-same labels), and also accepts the old kinds, so `region="free"` works for them too;
-`alter_batch_mix(images, keys, weights)` draws a kind per example over `KIND_ORDER`.
+The samplers drawing each kind's parameters per example and the batch entry points
+(`alter_batch_edits`, `alter_batch_mix`) are in `anomaly_jax.edit_sampling`.
 
-What a researcher may change: the sampling ranges (`SMUDGE_SIGMA_800` and its floors,
-`STRETCH_FACTORS`, the offset rules in `sample_copy_move` / `sample_splice`), the region's
-look (`anomaly_jax.regions`), and new kinds (a sampler, an apply function, an entry in
-`_EDIT_APPLY` / `_SAMPLERS` and in `anomaly_jax.config`'s EDIT_KINDS and CorruptionConfig.kind -
+What a researcher may change: smudge's sigma range (`SMUDGE_SIGMA_800` and its floors), the
+fixed-point precision, and new kinds (an apply function here, then a sampler and an entry in
+`edit_sampling`'s tables and in `anomaly_jax.config`'s EDIT_KINDS and CorruptionConfig.kind -
 appended, so old kind indices keep meaning).
 """
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from anomaly_jax import corruptions
 from anomaly_jax.config import EDIT_KINDS, KIND_ORDER, MIX_KIND, CorruptionConfig, choices
 from anomaly_jax.config import SEED_KINDS as OLD_KINDS
-from anomaly_jax.corruptions import _check_image, _typed_key
-from anomaly_jax.regions import SHAPES, free_mask, sample_region
+from anomaly_jax.example_labels import check_image
+from anomaly_jax.regions import SHAPES
 
 Array = jax.Array
 
@@ -59,10 +53,6 @@ assert KIND_ORDER == tuple(k for k in choices(CorruptionConfig, "kind") if k != 
 # varying) on small test images: lo >= 1, hi >= 2.
 SMUDGE_SIGMA_800 = (1.5, 4.0)
 SMUDGE_SIGMA_FLOOR = (1.0, 2.0)
-STRETCH_FACTORS = (1.1, 1.6)
-# Salt folded into the example key for the draws `corruptions.alter_one` does not make (the
-# mix's kind, the old kinds' free mask). Large, so it cannot meet a small split counter.
-_EXTRA_SALT = 0x5EED_12
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -173,7 +163,7 @@ def smudge(image: Array, mask: Array, sigma: Array, radius: int | None = None) -
     (`gaussian_blur_fixed`: image to 1/256 level, weight to 2**-15), rounded half up; within
     about 0.1 grey level of the float64 formula before rounding. Returns uint8[H, W, 3].
     """
-    _check_image(image, 3, "smudge")
+    check_image(image, 3, "edits.smudge")
     _check_mask(image, mask, "smudge")
     if radius is None:
         radius = smudge_radius(*image.shape[:2])
@@ -246,7 +236,7 @@ def erase(image: Array, mask: Array) -> Array:
     image: uint8[H, W, 3]; mask: bool[H, W]. A mask covering the whole image fills black.
     Returns uint8[H, W, 3].
     """
-    _check_image(image, 3, "erase")
+    check_image(image, 3, "edits.erase")
     _check_mask(image, mask, "erase")
     filled = push_pull_fill(image.astype(jnp.int32) * LEVEL, ~mask)
     out = jnp.clip((filled + LEVEL // 2) // LEVEL, 0, 255)
@@ -298,7 +288,7 @@ def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array
     interpolation between the two nearest pixels, positions clamped to the image; fixed point
     (positions to 2**-19 pixel or finer at 800 px), rounded half up. Returns uint8[H, W, 3].
     """
-    _check_image(image, 3, "stretch")
+    check_image(image, 3, "edits.stretch")
     _check_mask(image, mask, "stretch")
     center = jnp.asarray(center, jnp.int32)
     factor = jnp.clip(jnp.asarray(factor, jnp.float32), *STRETCH_CLIP)
@@ -319,8 +309,8 @@ def splice(image: Array, donor: Array, mask: Array, offset: Array) -> Array:
     the clamp only matters for hand-made offsets). Exact: no arithmetic on pixel values.
     Returns uint8[H, W, 3].
     """
-    _check_image(image, 3, "splice")
-    _check_image(donor, 3, "splice")
+    check_image(image, 3, "edits.splice")
+    check_image(donor, 3, "edits.splice")
     _check_mask(image, mask, "splice")
     if donor.shape != image.shape:
         raise ValueError(f"edits.splice: donor {list(donor.shape)} != image {list(image.shape)}")
@@ -340,308 +330,3 @@ def copy_move(image: Array, mask: Array, offset: Array) -> Array:
     return splice(image, image, mask, offset)
 
 
-# ----------------------------------------------------------------------------- samplers
-
-
-def _offset_bounds(n: int, c: Array, r: Array) -> tuple[Array, Array]:
-    """Offsets d keeping the source span [c-r+d, c+r+d) inside [0, n): d in [lo, hi]."""
-    return r - c, n - c - r
-
-
-def _uniform_int(key: Array, lo: Array, hi: Array) -> Array:
-    """int32[] uniform in [lo, hi] (traced bounds); lo when the range is empty."""
-    return jnp.where(hi >= lo, jax.random.randint(key, (), lo, jnp.maximum(hi, lo) + 1), lo)
-
-
-def _free_offset(key: Array, height: int, width: int, center: Array, half_size: Array) -> Array:
-    """int32[2]: uniform over the offsets keeping the source square inside the image
-    (0 on an axis where the square is wider than the image)."""
-    k0, k1 = jax.random.split(key)
-    lo0, hi0 = _offset_bounds(height, center[0], half_size)
-    lo1, hi1 = _offset_bounds(width, center[1], half_size)
-    d0 = jnp.where(hi0 >= lo0, _uniform_int(k0, lo0, hi0), 0)
-    d1 = jnp.where(hi1 >= lo1, _uniform_int(k1, lo1, hi1), 0)
-    return jnp.stack([d0, d1]).astype(jnp.int32)
-
-
-def _separated_offset(key: Array, height: int, width: int, center: Array, half_size: Array
-                      ) -> Array:
-    """int32[2]: a source square inside the image that does not overlap the target square.
-
-    Disjoint squares of side 2r need |d| >= 2r on at least one axis: pick such an axis (at
-    random when both have room), draw d there uniformly from [lo, -2r] u [2r, hi], and the
-    other axis from its whole range. When neither axis has room (a square over most of the
-    image) fall back to `_free_offset`: overlapping, possibly 0 (then nothing changes).
-    """
-    k_axis, k_sep, k_other, k_fallback = jax.random.split(key, 4)
-    r = half_size
-    seps, fulls = [], []
-    for axis, n in ((0, height), (1, width)):
-        lo, hi = _offset_bounds(n, center[axis], r)
-        n_neg = jnp.maximum(0, jnp.minimum(hi, -2 * r) - lo + 1)  # [lo, min(hi, -2r)]
-        start_pos = jnp.maximum(lo, 2 * r)
-        n_pos = jnp.maximum(0, hi - start_pos + 1)  # [max(lo, 2r), hi]
-        u = _uniform_int(jax.random.fold_in(k_sep, axis), 0, n_neg + n_pos - 1)
-        seps.append((n_neg + n_pos > 0, jnp.where(u < n_neg, lo + u, start_pos + u - n_neg)))
-        fulls.append(jnp.where(hi >= lo, _uniform_int(jax.random.fold_in(k_other, axis), lo, hi),
-                               0))
-    (ok0, sep0), (ok1, sep1) = seps
-    coin = jax.random.bernoulli(k_axis)
-    use0 = ok0 & (coin | ~ok1)  # separate along rows: else along columns if ok1
-    offset = jnp.where(use0, jnp.stack([sep0, fulls[1]]), jnp.stack([fulls[0], sep1]))
-    fallback = _free_offset(k_fallback, height, width, center, half_size)
-    return jnp.where(ok0 | ok1, offset, fallback).astype(jnp.int32)
-
-
-def _sample_with_region(key: Array, height: int, width: int, region: str
-                        ) -> tuple[dict[str, Array], Array]:
-    # Every edit splits its key the same way, so one key places the same region for any kind.
-    k_region, k_params = jax.random.split(_typed_key(key))
-    return sample_region(k_region, height, width, region), k_params
-
-
-def sample_smudge(key: Array, height: int, width: int, region: str = "square"
-                  ) -> dict[str, Array]:
-    """{center int32[2], half_size int32[], mask bool[H, W], sigma float32[]}: the region of
-    `regions.sample_region` and sigma uniform in `smudge_sigma_range(H, W)`."""
-    p, k = _sample_with_region(key, height, width, region)
-    lo, hi = smudge_sigma_range(height, width)
-    p["sigma"] = jax.random.uniform(k, (), jnp.float32, lo, hi)
-    return p
-
-
-def sample_erase(key: Array, height: int, width: int, region: str = "square"
-                 ) -> dict[str, Array]:
-    """{center int32[2], half_size int32[], mask bool[H, W]}: erase has no other parameter."""
-    p, _ = _sample_with_region(key, height, width, region)
-    return p
-
-
-def sample_stretch(key: Array, height: int, width: int, region: str = "square"
-                   ) -> dict[str, Array]:
-    """{center, half_size, mask, factor float32[] uniform in STRETCH_FACTORS,
-    axis int32[] 0 or 1 with probability 1/2 each}."""
-    p, k = _sample_with_region(key, height, width, region)
-    k_factor, k_axis = jax.random.split(k)
-    p["factor"] = jax.random.uniform(k_factor, (), jnp.float32, *STRETCH_FACTORS)
-    p["axis"] = jax.random.randint(k_axis, (), 0, 2, jnp.int32)
-    return p
-
-
-def sample_copy_move(key: Array, height: int, width: int, region: str = "square"
-                     ) -> dict[str, Array]:
-    """{center, half_size, mask, offset int32[2]}: the source square (target moved by offset)
-    inside the image and, where the image has room, not overlapping the target square."""
-    p, k = _sample_with_region(key, height, width, region)
-    p["offset"] = _separated_offset(k, height, width, p["center"], p["half_size"])
-    return p
-
-
-def sample_splice(key: Array, height: int, width: int, region: str = "square"
-                  ) -> dict[str, Array]:
-    """{center, half_size, mask, offset int32[2]}: the source square in the donor anywhere
-    inside the image (offset 0 allowed: the donor is another image)."""
-    p, k = _sample_with_region(key, height, width, region)
-    p["offset"] = _free_offset(k, height, width, p["center"], p["half_size"])
-    return p
-
-
-_SAMPLERS = {
-    "smudge": sample_smudge,
-    "erase": sample_erase,
-    "stretch": sample_stretch,
-    "copy_move": sample_copy_move,
-    "splice": sample_splice,
-}
-
-_EDIT_APPLY = {
-    "smudge": lambda image, donor, p: smudge(image, p["mask"], p["sigma"]),
-    "erase": lambda image, donor, p: erase(image, p["mask"]),
-    "stretch": lambda image, donor, p: stretch(image, p["mask"], p["center"], p["factor"],
-                                               p["axis"]),
-    "copy_move": lambda image, donor, p: copy_move(image, p["mask"], p["offset"]),
-    "splice": lambda image, donor, p: splice(image, donor, p["mask"], p["offset"]),
-}
-assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == EDIT_KINDS
-
-
-# ----------------------------------------------------------------------------- batches
-
-# A branch: (image, donor, k_params, k_extra) -> (out uint8[H, W, 3], center int32[2],
-# half_size int32[], ratio float32[], mask bool[H, W]); identical signatures for lax.switch.
-
-
-def _edit_branch(kind, region, image, donor, k_params, k_extra):
-    p = _SAMPLERS[kind](k_params, *image.shape[:2], region)
-    out = _EDIT_APPLY[kind](image, donor, p)
-    return out, p["center"], p["half_size"], jnp.float32(1.0), p["mask"]
-
-
-def _old_branch(kind, region, overflow, box_size, image, donor, k_params, k_extra):
-    # corruptions' own helper, so with region="square" an old kind is exactly alter_batch's.
-    out, center, half_size, ratio, rows_in, cols_in = corruptions._KINDS[kind](
-        image, k_params, True, overflow, box_size
-    )
-    center = jnp.asarray(center, jnp.int32)
-    half_size = jnp.asarray(half_size, jnp.int32)
-    if region == "square":
-        mask = rows_in[:, None] & cols_in[None, :]
-    else:
-        # white_box's (top_left + size//2, size//2) square lies inside its drawn box, so the
-        # blob only ever keeps pixels the box painted.
-        mask = free_mask(k_extra, *image.shape[:2], center, half_size)
-        out = _select(mask, out, image)
-    return out, center, half_size, jnp.asarray(ratio, jnp.float32), mask
-
-
-def _branch(kind, region, overflow, box_size):
-    if kind in OLD_KINDS:
-        return functools.partial(_old_branch, kind, region, overflow, box_size)
-    return functools.partial(_edit_branch, kind, region)
-
-
-def _keys(key: Array) -> tuple[Array, Array, Array, Array]:
-    """(params, coin, kind, extra) keys: params and coin exactly as `corruptions.alter_one`."""
-    key = _typed_key(key)
-    k_params, k_coin = jax.random.split(key)
-    k_kind, k_extra = jax.random.split(jax.random.fold_in(key, _EXTRA_SALT))
-    return k_params, k_coin, k_kind, k_extra
-
-
-def _finish(image, altered, out, center, half_size, ratio, mask):
-    height, width = image.shape[:2]
-    labels = {
-        "center": center.astype(jnp.float32) / jnp.array([height, width], jnp.float32),
-        "half_size": jnp.asarray(half_size, jnp.int32),
-        "half_size_norm": jnp.asarray(half_size, jnp.float32) / height,
-        "ratio": jnp.asarray(ratio, jnp.float32),
-        "mask": mask & altered,
-        "altered": altered,
-    }
-    return jnp.where(altered, out, image), labels
-
-
-def _coin(k_coin: Array, p_altered: float) -> Array:
-    if p_altered >= 1.0:
-        return jnp.bool_(True)
-    return jax.random.uniform(k_coin, ()) < p_altered
-
-
-def _check_batch(images: Array, keys: Array, name: str) -> Array:
-    _check_image(images, 4, name)
-    keys = _typed_key(keys)
-    if keys.shape != images.shape[:1]:
-        raise ValueError(
-            f"edits.{name}: expected one key per image ({images.shape[0]}), "
-            f"got keys of shape {list(keys.shape)}"
-        )
-    return keys
-
-
-def donors(images: Array) -> Array:
-    """uint8[B, H, W, 3]: splice's donor of example i is images[(i - 1) % B] (jnp.roll by 1).
-
-    Inherent to splice: its result depends on the batch neighbour's content (its parameters
-    still come only from the example's own key). With B = 1 an image is its own donor.
-    """
-    return jnp.roll(images, 1, axis=0)
-
-
-def alter_one_edit(
-    kind: str, image: Array, donor: Array, key: Array, *, region: str = "square",
-    p_altered: float = 1.0, overflow: str = "wrap", box_size: int = 16,
-) -> tuple[Array, dict[str, Array]]:
-    """`alter_batch_edits` for one image uint8[H, W, 3], its donor uint8[H, W, 3] (read by
-    splice only) and one key; labels without the batch axis."""
-    if kind not in KIND_ORDER:
-        raise ValueError(f"edits: unknown kind {kind!r}; expected one of {KIND_ORDER}")
-    _check_region(region)
-    _check_image(image, 3, "alter_one_edit")
-    k_params, k_coin, _, k_extra = _keys(key)
-    altered = _coin(k_coin, p_altered)
-    result = _branch(kind, region, overflow, box_size)(image, donor, k_params, k_extra)
-    return _finish(image, altered, *result)
-
-
-def alter_batch_edits(
-    kind: str, images: Array, keys: Array, *, region: str = "square", p_altered: float = 1.0,
-    overflow: str = "wrap", box_size: int = 16,
-) -> tuple[Array, dict[str, Any]]:
-    """Alters each image with parameters drawn from its own key, like `corruptions.alter_batch`.
-
-    kind: one of KIND_ORDER (static) - the five edits, or an old kind (then with region
-    "square" the result equals `corruptions.alter_batch`'s, and "free" keeps its change only
-    on a blob inside its square); images: uint8[B, H, W, 3]; keys: key[B] or uint32[B, 2];
-    region: "square" | "free"; p_altered, overflow, box_size (old kinds): static.
-    The key is split as in `corruptions.alter_one`: (params, coin). splice reads the batch
-    neighbour (`donors`).
-    Returns (images uint8[B, H, W, 3], labels) with labels as `corruptions.alter_batch`:
-      center float32[B, 2] (row/H, col/W), half_size int32[B], half_size_norm float32[B],
-      ratio float32[B] (1.0 for the edits), mask bool[B, H, W] (the region; all False for
-      clean images), altered bool[B]. Clean images come back bit-identical.
-    """
-    keys = _check_batch(images, keys, "alter_batch_edits")
-
-    def one(image, donor, key):
-        return alter_one_edit(kind, image, donor, key, region=region, p_altered=p_altered,
-                              overflow=overflow, box_size=box_size)
-
-    return jax.vmap(one)(images, donors(images), keys)
-
-
-def mix_thresholds(weights: dict[str, float]) -> np.ndarray:
-    """float32[len(KIND_ORDER) - 1]: cumulative probabilities; the kind is the number of them
-    at or below a uniform u in [0, 1). A zero weight repeats a threshold, so its kind can never
-    be drawn (nor a trailing one: the last threshold before it is exactly 1)."""
-    unknown = set(weights) - set(KIND_ORDER)
-    if unknown:
-        raise ValueError(f"edits: unknown kinds {sorted(unknown)}; expected some of {KIND_ORDER}")
-    w = np.array([float(weights.get(k, 0.0)) for k in KIND_ORDER], np.float64)
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"edits: weights must be finite, >= 0 and not all 0; got {weights}")
-    cum = np.cumsum(w)
-    # Divided by cum[-1], not w.sum() (summed in another order): trailing zero weights then
-    # get thresholds of exactly 1.0.
-    return (cum[:-1] / cum[-1]).astype(np.float32)
-
-
-def alter_one_mix(
-    image: Array, donor: Array, key: Array, weights: dict[str, float], *, region: str = "square",
-    p_altered: float = 1.0, overflow: str = "wrap", box_size: int = 16,
-) -> tuple[Array, dict[str, Array]]:
-    """`alter_batch_mix` for one image, its donor and one key; labels without the batch axis."""
-    _check_region(region)
-    _check_image(image, 3, "alter_one_mix")
-    thresholds = jnp.asarray(mix_thresholds(weights))
-    k_params, k_coin, k_kind, k_extra = _keys(key)
-    altered = _coin(k_coin, p_altered)
-    kind = jnp.sum(jax.random.uniform(k_kind, ()) >= thresholds).astype(jnp.int32)
-    branches = [_branch(k, region, overflow, box_size) for k in KIND_ORDER]
-    result = lax.switch(kind, branches, image, donor, k_params, k_extra)
-    out, labels = _finish(image, altered, *result)
-    labels["kind"] = kind
-    return out, labels
-
-
-def alter_batch_mix(
-    images: Array, keys: Array, weights: dict[str, float], region: str = "square",
-    p_altered: float = 1.0, *, overflow: str = "wrap", box_size: int = 16,
-) -> tuple[Array, dict[str, Any]]:
-    """Alters each image with a kind drawn from its own key with probabilities ~ weights.
-
-    weights: {kind: weight >= 0} over KIND_ORDER (missing kinds weigh 0; static - bind it with
-    functools.partial under jit); other arguments as `alter_batch_edits`. The example's kind
-    comes from a key folded off its own, so its parameters and coin are exactly those
-    `alter_batch_edits(kind, ...)` would draw for the same key. Under vmap lax.switch becomes a
-    select, so every branch runs for every image (cost ~ the sum of all kinds).
-    Returns (images, labels): the labels of `alter_batch_edits` plus kind int32[B], an index
-    into KIND_ORDER (drawn for clean images too).
-    """
-    keys = _check_batch(images, keys, "alter_batch_mix")
-    mix_thresholds(weights)  # fail before tracing on bad weights
-
-    def one(image, donor, key):
-        return alter_one_mix(image, donor, key, weights, region=region, p_altered=p_altered,
-                             overflow=overflow, box_size=box_size)
-
-    return jax.vmap(one)(images, donors(images), keys)

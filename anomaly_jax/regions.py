@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_jax.config import CorruptionConfig, choices
-from anomaly_jax.corruptions import _sample_square, _square_spans, _typed_key
+from anomaly_jax.corruptions import _sample_square, _square_spans
+from anomaly_jax.example_labels import typed_key
 
 Array = jax.Array
 SHAPES = choices(CorruptionConfig, "region")  # ("square", "free")
@@ -85,7 +86,7 @@ def free_mask(key: Array, height: int, width: int, center: Array, half_size: Arr
     Integer arithmetic (and float32 only on exact integers or in single products), so the
     same key gives the same mask eagerly, under jit and on any backend.
     """
-    k_cells, k_grid = jax.random.split(_typed_key(key))
+    k_cells, k_grid = jax.random.split(typed_key(key))
     center = jnp.asarray(center, jnp.int32)
     r = jnp.asarray(half_size, jnp.int32)
     box = square_mask(height, width, center, r)
@@ -118,7 +119,7 @@ def sample_region(key: Array, height: int, width: int, shape: str = "square") ->
     """
     if shape not in SHAPES:
         raise ValueError(f"regions: unknown shape {shape!r}; expected one of {SHAPES}")
-    k_square, k_noise = jax.random.split(_typed_key(key))
+    k_square, k_noise = jax.random.split(typed_key(key))
     center, half_size = _sample_square(k_square, height, width)
     if shape == "square":
         mask = square_mask(height, width, center, half_size)

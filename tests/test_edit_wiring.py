@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomaly_jax import alteration, corruptions, data, edits
+from anomaly_jax import alteration, corruptions, data, edit_sampling, edits
 from anomaly_jax.config import (KIND_ORDER, Config, CorruptionConfig, DataConfig,
                                 apply_overrides, choices, mix_weights)
 from anomaly_jax.errors import ConfigError, DataError
@@ -122,7 +122,7 @@ def test_old_kinds_on_squares_are_alter_batch_bit_for_bit(kind):
 
 def test_edit_kind_is_alter_batch_edits_then_jpeg_changes_pixels_only():
     c = CorruptionConfig(kind="stretch", region="free", p_altered=0.5)
-    ref_fn = functools.partial(edits.alter_batch_edits, "stretch", region="free", p_altered=0.5)
+    ref_fn = functools.partial(edit_sampling.alter_batch_edits, "stretch", region="free", p_altered=0.5)
     (out, labels), (ref, ref_labels), (jpeg_out, jpeg_labels) = _together(
         _examples(c), ref_fn, _examples(dataclasses.replace(c, jpeg_quality=75)))
     np.testing.assert_array_equal(out, ref)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from anomaly_jax import corruptions as C
+from anomaly_jax import edit_sampling as ES
 from anomaly_jax import edits as E
 from anomaly_jax import regions as R
 
@@ -185,7 +186,7 @@ def mix_runs():
                                   ("free", W_MIX, N_MIX, 0.5)):
         images = smooth_images(n, seed=2)
         keys = keys_for(n, 2)
-        fn = jax.jit(functools.partial(E.alter_batch_mix, weights=weights, region=region,
+        fn = jax.jit(functools.partial(ES.alter_batch_mix, weights=weights, region=region,
                                        p_altered=p))
         out, labels = fn(jnp.asarray(images), keys)
         runs[region] = (images, keys, np.asarray(out), jax.tree.map(np.asarray, labels))
@@ -227,8 +228,8 @@ def run_apply(fn, img, donor, row, col, r, sigma=1.5, factor=1.3, axis=0, offset
 
 def sampled_params(kind, key, region="free"):
     """The parameters alter_batch_edits drew for this key (eager: primitives cached by then)."""
-    k_params = E._keys(key)[0]
-    return jax.tree.map(np.asarray, E._SAMPLERS[kind](k_params, S, S, region))
+    k_params = ES._keys(key)[0]
+    return jax.tree.map(np.asarray, ES._SAMPLERS[kind](k_params, S, S, region))
 
 
 # ----------------------------------------------------------------------------- regions
@@ -384,8 +385,8 @@ def test_same_key_same_region_for_every_edit():
 def test_copy_move_source_inside_and_apart_splice_source_inside():
     n = 200
     keys = keys_for(n, 7)
-    p = jax.jit(jax.vmap(lambda k: (E.sample_copy_move(k, S, S), E.sample_splice(k, S, S),
-                                    E.sample_smudge(k, S, S), E.sample_stretch(k, S, S))))(keys)
+    p = jax.jit(jax.vmap(lambda k: (ES.sample_copy_move(k, S, S), ES.sample_splice(k, S, S),
+                                    ES.sample_smudge(k, S, S), ES.sample_stretch(k, S, S))))(keys)
     cm, sp, sm, st = jax.tree.map(np.asarray, p)
     c, r = cm["center"], cm["half_size"][:, None]
     for off in (cm["offset"], sp["offset"]):
@@ -414,7 +415,7 @@ def test_every_kind_both_regions_outside_mask_bit_identical(mix_runs):
     # white_box, which the free mix never draws (weight 0): eagerly, on a few of its images.
     images, keys = mix_runs["free"][:2]
     for i in range(3):
-        out, labels = E.alter_one_edit("white_box", jnp.asarray(images[i]),
+        out, labels = ES.alter_one_edit("white_box", jnp.asarray(images[i]),
                                        jnp.asarray(images[i - 1]), keys[i], region="free")
         changed = (np.asarray(out) != images[i]).any(-1)
         assert changed.any() and not (changed & ~np.asarray(labels["mask"])).any()
@@ -431,7 +432,7 @@ def test_mix_kind_distribution_follows_weights_and_zero_never_drawn(mix_runs):
     sd = np.sqrt(expected * (1 - w / w.sum()))
     assert (np.abs(counts - expected) <= 4 * sd + 1).all(), counts
     # The rule itself: a zero weight repeats a threshold, so no u in [0, 1) lands on it.
-    t = E.mix_thresholds({"white_box": 0.0, "discolor": 0.0, "splice": 0.0, "erase": 3.0,
+    t = ES.mix_thresholds({"white_box": 0.0, "discolor": 0.0, "splice": 0.0, "erase": 3.0,
                           "smudge": 1e-7})
     u = np.concatenate([np.linspace(0, 1, 10001, endpoint=False), t, np.nextafter(t, 0),
                         [np.nextafter(np.float32(1), np.float32(0))]]).astype(np.float32)
@@ -440,7 +441,7 @@ def test_mix_kind_distribution_follows_weights_and_zero_never_drawn(mix_runs):
     assert drawn == {E.KIND_ORDER.index("smudge"), E.KIND_ORDER.index("erase")}
     for bad in ({"paint": 1.0}, {"erase": -1.0}, {"erase": 0.0}):
         with pytest.raises(ValueError):
-            E.mix_thresholds(bad)
+            ES.mix_thresholds(bad)
 
 
 def test_eager_single_kind_equals_jit_vmap_mix(mix_runs):
@@ -451,7 +452,7 @@ def test_eager_single_kind_equals_jit_vmap_mix(mix_runs):
         if kind == "white_box":
             continue  # weight 0 in the free mix; its eager run is in the test above
         i = rows_of(labels, kind, 1)[0]
-        single, single_labels = E.alter_one_edit(kind, jnp.asarray(images[i]),
+        single, single_labels = ES.alter_one_edit(kind, jnp.asarray(images[i]),
                                                  jnp.asarray(images[i - 1]), keys[i],
                                                  region="free")
         np.testing.assert_array_equal(np.asarray(single), out[i], err_msg=kind)
@@ -476,7 +477,7 @@ def test_clean_images_bit_identical_with_false_masks(mix_runs):
     assert not labels["mask"][clean].any() and labels["mask"][~clean].any(axis=(1, 2)).all()
     # p_altered = 0: nothing altered at all.
     images = jnp.asarray(rng_images(4, seed=8))
-    out, labels = jax.jit(functools.partial(E.alter_batch_edits, "splice", p_altered=0.0))(
+    out, labels = jax.jit(functools.partial(ES.alter_batch_edits, "splice", p_altered=0.0))(
         images, keys_for(4, 8))
     np.testing.assert_array_equal(np.asarray(out), np.asarray(images))
     assert not np.asarray(labels["mask"]).any() and not np.asarray(labels["altered"]).any()
@@ -488,10 +489,10 @@ def test_clean_images_bit_identical_with_false_masks(mix_runs):
 def test_bad_arguments_raise():
     images = jnp.asarray(rng_images(2))
     with pytest.raises(ValueError, match="kind"):
-        E.alter_batch_edits("paint", images, keys_for(2))
+        ES.alter_batch_edits("paint", images, keys_for(2))
     with pytest.raises(ValueError, match="region"):
-        E.alter_batch_edits("erase", images, keys_for(2), region="circle")
+        ES.alter_batch_edits("erase", images, keys_for(2), region="circle")
     with pytest.raises(ValueError, match="one key per image"):
-        E.alter_batch_edits("erase", images, keys_for(3))
+        ES.alter_batch_edits("erase", images, keys_for(3))
     with pytest.raises(ValueError, match="mask"):
         E.erase(images[0], jnp.ones((S, S), jnp.int32))
