@@ -52,3 +52,20 @@ def localiser_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("localiser_run")
     summary = train.train_and_evaluate(config, str(workdir), progress=False)
     return config, str(workdir), summary
+
+
+@pytest.fixture
+def make_dataset_recorded(monkeypatch):
+    """(scripts.make_dataset, exported): after its main() runs, exported holds the "images"
+    and "labels" the export computed, before the files were written."""
+    from scripts import make_dataset
+
+    exported = {}
+    alter_all = make_dataset.alter_all
+
+    def recording_alter_all(config, images):
+        exported["images"], exported["labels"] = alter_all(config, images)
+        return exported["images"], exported["labels"]
+
+    monkeypatch.setattr(make_dataset, "alter_all", recording_alter_all)
+    return make_dataset, exported

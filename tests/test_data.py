@@ -455,18 +455,8 @@ def test_write_seed_format_round_trip(tmp_path):
         np.testing.assert_array_equal(s.images[i], np.asarray(Image.open(buf)))
 
 
-def test_make_dataset_round_trip_and_bad_key(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("anomaly_jax.corruptions")
-    from scripts import make_dataset
-
-    exported = {}
-    alter_all = make_dataset.alter_all
-
-    def recording_alter_all(config, images):
-        exported["images"], exported["labels"] = alter_all(config, images)
-        return exported["images"], exported["labels"]
-
-    monkeypatch.setattr(make_dataset, "alter_all", recording_alter_all)
+def test_make_dataset_round_trip_and_bad_key(tmp_path, capsys, make_dataset_recorded):
+    make_dataset, exported = make_dataset_recorded
     out = str(tmp_path / "x")
     # "black" instead of the default landscapes: same export path, no image-generator compile.
     assert make_dataset.main(["--out", out, "--set", "data.num_images=20", "--set",

@@ -139,17 +139,8 @@ def test_edit_kind_is_alter_batch_edits_then_jpeg_changes_pixels_only():
 # ----------------------------------------------------------------------------- export
 
 
-def test_mix_free_export_reads_back_masks_and_kinds(tmp_path, capsys, monkeypatch):
-    from scripts import make_dataset
-
-    exported = {}
-    alter_all = make_dataset.alter_all
-
-    def recording_alter_all(config, imgs):
-        exported["images"], exported["labels"] = alter_all(config, imgs)
-        return exported["images"], exported["labels"]
-
-    monkeypatch.setattr(make_dataset, "alter_all", recording_alter_all)
+def test_mix_free_export_reads_back_masks_and_kinds(tmp_path, capsys, make_dataset_recorded):
+    make_dataset, exported = make_dataset_recorded
     out = str(tmp_path / "mix")
     assert make_dataset.main([
         "--out", out, "--set", "data.source=landscapes", "--set", f"data.image_size={S}",
