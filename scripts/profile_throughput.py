@@ -6,7 +6,9 @@
     python -m scripts.profile_throughput --config localiser --stage locate
     python -m scripts.profile_throughput --stage corrupt --config whitebox_black --set corruption.kind=scramble
 
-Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs them in order):
+Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs them in order;
+train and eval live in scripts/profile_steps.py, what the stages share in
+scripts/profile_common.py):
   input    cold JPEG decode (grain) vs. batches from the decoded-once cache
   corrupt  the on-device alteration alone, vs. the numpy peer; the JPEG round trip vs. Pillow
   train    the real pmapped train step (anomaly_jax.train), for each K of --k, vs. the torch peer
@@ -28,67 +30,24 @@ may add a stage (a function returning a dict, registered in STAGES) or a GPU to 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import pathlib
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax.cost_model import (compiled_memory_bytes, cost_per_device, device_peak,
-                                    peak_memory_bytes, step_figures)
 from anomaly_jax.profiling import (device_name, format_table, load_average, measure_corrupt,
-                                   measure_input, measure_jpeg, measure_landscapes, megabytes,
-                                   median_run_seconds, row, time_calls)
+                                   measure_input, measure_jpeg, measure_landscapes, row,
+                                   time_calls)
 from anomaly_jax.config import EDIT_KINDS, MIX_KIND, Config, apply_overrides, is_detection
 from anomaly_jax.errors import ConfigError
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-PEERS = SHARED / "peers"
-SEED1_DEV = SHARED / "seed1_dev"
-ROWS = "_rows"  # key of a stage's table rows in its result (removed before the JSON)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run_peer_lines(script: str, *flags: str) -> list[dict[str, Any]] | None:
-    """Runs ../shared/peers/<script> with this Python; returns its stdout JSON lines."""
-    path = PEERS / script
-    if not path.is_file():
-        log(f"  peers not found ({path}): no peer figure")
-        return None
-    done = subprocess.run([sys.executable, str(path), *flags], capture_output=True, text=True,
-                          cwd=str(PEERS))
-    if done.returncode != 0:
-        log(f"  peer {script} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-        return None
-    lines = []
-    for line in done.stdout.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    if not lines:
-        log(f"  peer {script} printed no JSON line")
-        return None
-    return lines
-
-
-def run_peer(script: str, *flags: str) -> dict[str, Any] | None:
-    """Runs ../shared/peers/<script> with this Python; its last stdout line is JSON."""
-    lines = run_peer_lines(script, *flags)
-    return lines[-1] if lines else None
-
+from scripts.profile_common import (PEERS, ROWS, SEED1_DEV, log, run_peer, run_peer_lines,
+                                    user_set, with_defaults)
+from scripts.profile_steps import stage_eval, stage_train
 
 # ----------------------------------------------------------------------------- stage: corrupt
 
@@ -165,207 +124,6 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         "pillow_jpeg_images_per_s": round(pillow_ips, 2),
         "jpeg_ratio_vs_pillow": round(jpeg_ips / pillow_ips, 3),
     }
-
-
-# ----------------------------------------------------------------------------- the real steps
-
-
-def user_set(args: argparse.Namespace, key: str) -> bool:
-    return any(item.partition("=")[0].strip() == key for item in args.overrides)
-
-
-def with_defaults(config: Config, args: argparse.Namespace, defaults: dict[str, str]) -> Config:
-    """`config` with `defaults` (dotted key -> value) applied where the user did not --set them."""
-    return apply_overrides(config, [f"{k}={v}" for k, v in defaults.items()
-                                    if not user_set(args, k)])
-
-
-def bench_config(config: Config, args: argparse.Namespace) -> Config:
-    """Train/eval stages: two batches of images unless --set data.num_images=... (how many
-    images there are does not change the time of a step, only the set-up's)."""
-    return with_defaults(config, args, {"data.num_images": str(2 * config.train.batch_size)})
-
-
-def get_run(config: Config, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """(Run, host state, TrainStepper, pmapped eval fn) of `config`, set up once per invocation
-    (the train and eval stages share it)."""
-    from anomaly_jax import run_setup
-
-    if config not in args.runs:
-        t0 = time.perf_counter()
-        run, state = run_setup.setup(config)
-        stepper, eval_fn = run_setup.compiled_steps(run)
-        args.runs[config] = (run, state, stepper, eval_fn)
-        log(f"  setup: {len(run.image_set.names)} images of {config.data.source}, cache "
-            f"{run.cache}, {len(run.devices)} device(s), {time.perf_counter() - t0:.1f} s")
-    return args.runs[config]
-
-
-TARGET_RUN_S = 2.0  # seconds of work per timed run when --steps is not given
-
-
-def auto_steps(step_s: float, args: argparse.Namespace) -> int:
-    """Steps per timed run: --steps, else about TARGET_RUN_S worth of steps of `step_s`
-    seconds (1..256), so that the stage takes seconds on a GPU and a minute or two on a CPU."""
-    if args.steps:
-        return args.steps
-    return max(1, min(256, round(TARGET_RUN_S / step_s)))
-
-
-def k_list(config: Config, args: argparse.Namespace) -> list[int]:
-    """K values (steps per dispatch) to time: --k, else 1, the config's K, and 8 for the small
-    dispatch-bound white_box_net. K=1 is always compiled: it gives the per-step cost."""
-    if args.k:
-        try:
-            ks = {int(k) for k in args.k.split(",")}
-        except ValueError:
-            raise ConfigError(f"--k {args.k!r}: expected comma-separated integers") from None
-        if min(ks) < 1:
-            raise ConfigError(f"--k {args.k!r}: every K must be at least 1")
-    else:
-        ks = {config.train.steps_per_dispatch}
-        if is_detection(config):  # the small, dispatch-bound model: K=8 measured too
-            ks.add(8)
-    return sorted(ks | {1})
-
-
-def trace_steps(directory: str, step: Callable[[], Any], n: int = 3) -> list[str]:
-    """A jax.profiler trace of `n` calls of `step` (each synchronised, each in a
-    StepTraceAnnotation "train"); returns the *.xplane.pb files written under `directory`."""
-    os.makedirs(directory, exist_ok=True)
-    jax.profiler.start_trace(directory, create_perfetto_trace=True)
-    try:
-        for i in range(n):
-            with jax.profiler.StepTraceAnnotation("train", step_num=i):
-                step()
-    finally:
-        jax.profiler.stop_trace()
-    files = sorted(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True))
-    if not files:
-        log(f"  trace: no *.xplane.pb was written under {directory}")
-        return []
-    perfetto = sorted(glob.glob(os.path.join(directory, "**", "*.json.gz"), recursive=True))
-    log(f"  trace: {n} train steps in {files[-1]}")
-    log(f"    TensorBoard: pip install tensorboard tensorboard-plugin-profile; "
-        f"tensorboard --logdir {directory}  (Profile tab)")
-    if perfetto:
-        log(f"    Perfetto: open https://ui.perfetto.dev and load {perfetto[-1]}")
-    return files
-
-
-def stage_train(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The real pmapped K-step train function of anomaly_jax.train on random train-split ids,
-    for each K of k_list; the torch peer on the same shapes."""
-    from anomaly_jax import parallel, run_setup
-
-    config = bench_config(config, args)
-    run, state, stepper, _ = get_run(config, args)
-    batch, size, model = config.train.batch_size, config.data.image_size, config.model.name
-    ks, headline = k_list(config, args), config.train.steps_per_dispatch
-    log(f"train: {model} ({config.model.dtype}) {size}x{size}, batch {batch}, K in {ks}, "
-        f"median of {args.repeats} runs, device {device_name()}, load {load_average()}")
-    rng = np.random.default_rng(config.seed)
-    held = {"state": parallel.replicate(state, run.devices)}  # donated and replaced each call
-
-    def draw(k: int) -> np.ndarray:
-        return rng.choice(run.splits["train"], (k, batch))
-
-    def dispatch(host_ids: list[np.ndarray]) -> None:
-        sums = None
-        for ids in host_ids:  # as the loop does: only ids travel with a device cache
-            batch_dev = run_setup.device_batch(run, ids, run_setup.stream_images(run, ids))
-            held["state"], sums = stepper(held["state"], batch_dev)
-        jax.block_until_ready((held["state"], sums))
-
-    figures: dict[str, Any] = {"model": model, "batch": batch, "image_size": size,
-                               "dtype": config.model.dtype, "device": device_name()}
-    rows, cost, per_k, steps = [], None, {}, None
-    for k in ks:
-        before = stepper.compile_s
-        compiled = stepper.compile(held["state"], run_setup.device_batch(run, draw(k)))
-        compile_s = stepper.compile_s - before
-        if k == 1:  # XLA counts a scan body once, whatever K: take the per-step cost at K=1
-            cost = cost_per_device(compiled.cost_analysis())
-        dispatch([draw(k)])  # warm-up: first call of the executable
-        if steps is None:  # K=1 comes first: its step time sets the steps per run for all K
-            t0 = time.perf_counter()
-            dispatch([draw(k)])
-            steps = auto_steps((time.perf_counter() - t0) / k, args)
-        host_ids = [draw(k) for _ in range(max(1, round(steps / k)))]
-        seconds = median_run_seconds(lambda: dispatch(host_ids), args.repeats, warmup=0)
-        fig = step_figures(seconds / (len(host_ids) * k), batch, cost, config.model.dtype,
-                           device_peak())
-        fig.update(compile_s=round(compile_s, 2), steps_per_run=len(host_ids) * k,
-                   xla_memory_mb=megabytes(compiled_memory_bytes(compiled)))
-        per_k[k] = fig
-        figures[f"k{k}_images_per_s"] = fig["images_per_s"]
-        if k == headline:
-            figures.update(fig)
-    figures.update(k=headline, repeats=args.repeats, peak_memory_mb=megabytes(peak_memory_bytes()))
-    peer = None
-    if args.peers:
-        script = "torch_white_box_net.py" if model == "white_box_net" else "torch_seed_cnn.py"
-        if model not in ("white_box_net", "seed_cnn"):
-            log(f"  note: the peer {script} is the plain seed CNN, not {model}")
-        result = run_peer(script, "--size", str(size), "--batch", str(batch),
-                          "--steps", str(max(3, steps * args.repeats)))
-        peer = result and result.get("images_per_s")
-    figures["peer_torch_images_per_s"] = peer
-    for k, fig in per_k.items():
-        ratio = round(fig["images_per_s"] / peer, 3) if peer else None
-        figures[f"k{k}_ratio_vs_torch"] = ratio
-        if k == headline:
-            figures["ratio_vs_torch"] = ratio
-        rows.append(row(f"train {model} {size}px b{batch} K={k}", fig,
-                        peak_memory_mb=figures["peak_memory_mb"], peer_images_per_s=peer,
-                        ratio=ratio))
-    if args.trace:
-        figures["trace_files"] = trace_steps(args.trace, lambda: dispatch([draw(headline)]))
-    figures[ROWS] = rows
-    return figures
-
-
-def stage_eval(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """The pmapped eval step (alteration + forward + metric sums) on full batches of the
-    validation split, compiled ahead of time."""
-    from anomaly_jax import parallel, run_setup
-
-    config = bench_config(config, args)
-    run, state, _, eval_fn = get_run(config, args)
-    batch, size = config.train.batch_size, config.data.image_size
-    log(f"eval: {config.model.name} {size}x{size}, batch {batch}, median of {args.repeats} "
-        f"runs, load {load_average()}")
-    params = parallel.replicate(state["params"], run.devices)
-    split = run.splits["val"] if len(run.splits.get("val", [])) else run.splits["train"]
-    rng = np.random.default_rng(config.seed + 1)
-    weight = np.ones((1, batch), np.float32)
-
-    def device_batch() -> dict[str, jax.Array]:
-        ids = rng.choice(split, (1, batch))
-        return run_setup.device_batch(run, ids, run_setup.stream_images(run, ids), weight)
-
-    t0 = time.perf_counter()
-    compiled = eval_fn.lower(params, device_batch(), run.tables, run.keys).compile()
-    compile_s = time.perf_counter() - t0
-
-    def evaluate(n: int) -> None:
-        out = None
-        for _ in range(n):
-            out = compiled(params, device_batch(), run.tables, run.keys)
-        jax.block_until_ready(out)
-
-    evaluate(1)  # warm-up
-    t0 = time.perf_counter()
-    evaluate(1)
-    steps = auto_steps(time.perf_counter() - t0, args)
-    seconds = median_run_seconds(lambda: evaluate(steps), args.repeats, warmup=0)
-    fig = step_figures(seconds / steps, batch, cost_per_device(compiled.cost_analysis()),
-                       config.model.dtype, device_peak())
-    fig.update(compile_s=round(compile_s, 2), steps_per_run=steps,
-               xla_memory_mb=megabytes(compiled_memory_bytes(compiled)),
-               peak_memory_mb=megabytes(peak_memory_bytes()), batch=batch, image_size=size)
-    fig[ROWS] = [row(f"eval {config.model.name} {size}px b{batch}", fig)]
-    return fig
 
 
 # ----------------------------------------------------------------------------- stage: epoch

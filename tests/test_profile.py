@@ -10,6 +10,7 @@ import math
 import pytest
 
 from anomaly_jax import cost_model, profiling
+from scripts import profile_steps
 from scripts import profile_throughput as pt
 
 TINY = ["--config", "cnn_lowlr", "--set", "data.image_size=64", "--set", "data.num_images=20",
@@ -86,6 +87,6 @@ def test_k_list():
     from experiments.configs import get_config
 
     args = pt.parse_args(["--config", "whitebox_photos"])
-    assert pt.k_list(get_config("whitebox_photos"), args) == [1, 8]
-    assert pt.k_list(get_config("cnn_lowlr"), args) == [1]
-    assert pt.k_list(get_config("cnn_lowlr"), pt.parse_args(["--k", "4,2"])) == [1, 2, 4]
+    assert profile_steps.k_list(get_config("whitebox_photos"), args) == [1, 8]
+    assert profile_steps.k_list(get_config("cnn_lowlr"), args) == [1]
+    assert profile_steps.k_list(get_config("cnn_lowlr"), pt.parse_args(["--k", "4,2"])) == [1, 2, 4]
