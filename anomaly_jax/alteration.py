@@ -46,16 +46,16 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     keys = example_keys(base_key, ids, step)
     if c.kind == MIX_KIND:
         out, labels = edit_sampling.alter_batch_mix(images, keys, mix_weights(c), c.region,
-                                            c.p_altered, overflow=c.overflow,
-                                            box_size=c.box_size)
+                                                    c.p_altered, overflow=c.overflow,
+                                                    box_size=c.box_size)
+    elif c.kind in SEED_KINDS and c.region == "square":
+        out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
+                                              overflow=c.overflow, box_size=c.box_size)
     else:
-        if c.kind in SEED_KINDS and c.region == "square":
-            out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
-                                                  overflow=c.overflow, box_size=c.box_size)
-        else:
-            out, labels = edit_sampling.alter_batch_edits(c.kind, images, keys, region=c.region,
-                                                  p_altered=c.p_altered, overflow=c.overflow,
-                                                  box_size=c.box_size)
+        out, labels = edit_sampling.alter_batch_edits(c.kind, images, keys, region=c.region,
+                                                      p_altered=c.p_altered,
+                                                      overflow=c.overflow, box_size=c.box_size)
+    if c.kind != MIX_KIND:
         labels = {**labels, "kind": jnp.full(ids.shape, KIND_ORDER.index(c.kind), jnp.int32)}
     if c.jpeg_quality and jpeg_roundtrip:
         out = jpeg.jpeg_roundtrip_batch(out, c.jpeg_quality)
