@@ -74,8 +74,8 @@ def user_error(error: BaseException) -> BaseException | None:
     if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
         where = error.filename or "the run directory"
         return StorageError(f"{where}: {error.strerror}; free space or fix the permissions "
-                            "(or use another --workdir), then rerun to resume from the last "
-                            "checkpoint, which is intact")
+                            "(or use another --workdir), then rerun to resume (checkpoints "
+                            "already written are not touched)")
     return None
 
 
