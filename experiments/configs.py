@@ -72,11 +72,19 @@ def _localiser_mix(name: str) -> Config:
     mask-logit map (model.target="mask") trained on corruption.kind="mix" (every kind equally
     likely) in free-form regions, 80% of crops altered, JPEG q75; validated on whole 800x800
     landscapes altered the same way, with pixel F1/IoU/AUC and image AUC per kind.
-    Sized to finish in about half an hour on 2 CPU cores (see TODO).
+
+    Sized for about half an hour on 2 shared CPU cores, from a measured 0.76 s per step
+    (batch 16, 128x128 crops; all eight kinds run per crop under vmap) and 25 s per
+    validation pass (16 whole 800x800 images, one batch, so no padding): 64 landscapes,
+    16 of them validation, 48 + 12 package photos x 40 crops = 150 steps per epoch, 8 epochs
+    = 1200 steps (~15 min) + 8 validations (~3.5 min) + compiling (~1 min).
     """
     base = _localiser(name)
     return dataclasses.replace(
         base,
+        data=dataclasses.replace(base.data, num_images=64, val_fraction=0.25,
+                                 crops_per_image=40),
+        train=dataclasses.replace(base.train, epochs=8),
         corruption=CorruptionConfig(kind="mix", region="free", overflow="wrap", p_altered=0.8,
                                     resample="per_step", jpeg_quality=75),
         model=dataclasses.replace(base.model, target="mask"),
