@@ -228,9 +228,9 @@ def validate(config: Config) -> None:
                 "discolor", "square"):
             raise ConfigError(
                 f"corruption.kind={c.corruption.kind!r}, corruption.region="
-                f"{c.corruption.region!r}: model.target='edges' finds discolor squares; "
-                "expected kind 'discolor' and region 'square', or set model.target=mask "
-                "(a per-pixel mask for any kind and region)")
+                f"{c.corruption.region!r}: model localiser finds discolor squares with "
+                "model.target='edges'; expected kind 'discolor' and region 'square', or set "
+                "model.target=mask (a per-pixel mask for any kind and region)")
         if c.data.source == "csv":
             raise ConfigError("data.source='csv': the localiser trains on clean images it "
                               "alters itself; use landscapes or folder")
