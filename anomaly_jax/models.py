@@ -246,6 +246,9 @@ def make_model(
     raise ValueError(f"model.name {name!r} is not one of {', '.join(MODEL_NAMES)}")
 
 
+assert tuple(OUTPUTS) == choices(ModelConfig, "target")  # a map count for every target
+
+
 def uses_features(name: str) -> bool:
     """True when the model consumes the (r, discolor_ratio) features (the fusion_* models)."""
     if name not in MODEL_NAMES:
