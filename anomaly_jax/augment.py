@@ -15,7 +15,8 @@ One example from one clean image and one key (`crop_example`):
 5. the JPEG round trip at `jpeg_quality` (0 = off), as the seed's photos were saved.
 
 Returns the image and its per-pixel edge targets (`localiser.edge_targets`). Everything is
-pure and vmappable; the key decides every random choice.
+pure and vmappable; the key decides every random choice. The mask target (issue 12) takes
+steps 1-3 only (`clean_crop`) and alters the crops with `alteration.alter_examples`.
 
 What a researcher may change: the jitter ranges and the half-size range in `CropParams`.
 """
@@ -121,10 +122,14 @@ def sample_crop_square(key: jax.Array, crop: int, half_size_range) -> tuple[jax.
     return center, r
 
 
-def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropParams
-                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One training example: (image uint8[C, C, 3], targets bool[C, C, 4], altered bool[])."""
-    keys = jax.random.split(key, 7)
+def clean_crop(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropParams
+               ) -> jax.Array:
+    """Steps 1-3 (crop, shrink, flips, exposure/gamma, frames): uint8[C, C, 3], not altered.
+
+    The mask target (`steps.dense_train_inputs`) alters these crops with any kind; the edge
+    target's `crop_example` continues from here with its discolor square.
+    """
+    keys = jax.random.split(key, 7)  # the same split as crop_example's: its keys 0-2 and 6
     if p.min_scale < 1.0:
         x = shrink(random_crop(image, valid_hw, keys[0], p.window), keys[6], p.crop,
                    p.min_scale)
@@ -135,6 +140,14 @@ def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropP
     if p.p_frame > 0:
         # Before the alteration, as a framed photo's border is altered with the rest.
         x = add_frame(x, jax.random.fold_in(keys[1], 1), p.p_frame)
+    return x
+
+
+def crop_example(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropParams
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One training example: (image uint8[C, C, 3], targets bool[C, C, 4], altered bool[])."""
+    keys = jax.random.split(key, 7)
+    x = clean_crop(image, valid_hw, key, p)
     center, r = sample_crop_square(keys[3], p.crop, p.half_size_range)
     ratio = jax.random.uniform(keys[4], (), jnp.float32, *p.ratio_range)
     altered = jax.random.uniform(keys[5], ()) < p.p_altered

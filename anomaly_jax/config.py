@@ -80,6 +80,11 @@ class ModelConfig:
         "seed_cnn", "fusion_early", "fusion_late", "fusion_linear", "white_box_net", "localiser"
     ] = "seed_cnn"
     width: int = 16  # localiser only: channels of its dilated conv blocks
+    # localiser only: what its per-pixel maps predict. "edges": the four edges of a discolor
+    # square, decoded into one square (issue 7; needs corruption.kind=discolor, region=square);
+    # "mask": the altered pixels themselves (one logit map), for any kind and region shape
+    # (issue 12), scored with the mask metrics.
+    target: Literal["edges", "mask"] = "edges"
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; params stay float32
     # Formulation of the seed models' convs and pools: "fast" = XLA:CPU tricks, "plain" =
     # textbook ops (what a GPU wants); "auto" = fast on CPU, plain elsewhere. Same parameters
@@ -215,10 +220,17 @@ def validate(config: Config) -> None:
     if (c.data.crop_size or c.data.package_photos) and not dense:
         raise ConfigError("data.crop_size / data.package_photos: only the dense localiser "
                           "(model.name='localiser') trains on crops")
+    if c.model.target != "edges" and not dense:
+        raise ConfigError(f"model.target={c.model.target!r}: only the dense localiser "
+                          "(model.name='localiser') has a target")
     if dense:
-        if c.corruption.kind != "discolor":
-            raise ConfigError(f"corruption.kind={c.corruption.kind!r}: model localiser "
-                              "finds discolor squares; expected 'discolor'")
+        if c.model.target == "edges" and (c.corruption.kind, c.corruption.region) != (
+                "discolor", "square"):
+            raise ConfigError(
+                f"corruption.kind={c.corruption.kind!r}, corruption.region="
+                f"{c.corruption.region!r}: model localiser finds discolor squares with "
+                "model.target='edges'; expected kind 'discolor' and region 'square', or set "
+                "model.target=mask (a per-pixel mask for any kind and region)")
         if c.data.source == "csv":
             raise ConfigError("data.source='csv': the localiser trains on clean images it "
                               "alters itself; use landscapes or folder")

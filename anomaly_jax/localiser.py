@@ -21,7 +21,12 @@ physical - a gain step of log(1.05..1.15) along four straight edges, equal in R,
   is always a square and its centre is exact when the maps are right.
 
 Shapes: `images: uint8[B, H, W, 3]` -> `logits: float32[B, H, W, 4]` (channels in
-`squares.EDGE_NAMES` order). The model is used functionally like the seed models
+`squares.EDGE_NAMES` order).
+
+Issue 12's second target (`model.target="mask"`, `OUTPUTS`): the same net with one output
+map, the logit that a pixel was altered, for any kind and region shape; trained with
+`mask_loss`, scored by `mask_prob` / `image_score` (no decoder: a free-form region is no
+square). The model is used functionally like the seed models
 (`nnx.split` / `nnx.merge`); its call signature matches them (features and dropout_key are
 accepted and ignored).
 
@@ -44,6 +49,19 @@ WIDTH = 16
 # Edge pixels are ~1% of a crop's pixels per map: weighting them up speeds learning. The
 # decoder subtracts log(POS_WEIGHT) again so that the evidence is a log-likelihood ratio.
 POS_WEIGHT = 10.0
+# The mask target: altered pixels are ~2.2% of a `localiser_mix` crop's pixels (p_altered
+# 0.8; free-form blobs of seed 1's square sampler at crop scale, 2.7% of an altered crop on
+# average, median 1.2%; measured over 1024 crops). Weighted 5x they carry ~10% of the loss -
+# enough to keep small regions from being ignored - while `mask_prob` >= 0.5 still means a
+# posterior of >= 1/(1 + 5) ~ 0.17, not the ~0.02 a fully balanced weight (~44) would give,
+# whose threshold would flood the pixel F1 with false positives.
+MASK_POS_WEIGHT = 5.0
+# Image score: the largest mean of `mask_prob` over a SCORE_POOL x SCORE_POOL window, so that
+# one hot pixel (JPEG ringing, a specular highlight) does not make a photo "altered" but a
+# region of a few pixels across does.
+SCORE_POOL = 5
+# Output maps per target (the values of config.ModelConfig.target).
+OUTPUTS = {"edges": len(squares.EDGE_NAMES), "mask": 1}
 # A pixel's evidence is clipped below: one occluded or wrapped pixel on a true edge must not
 # veto the whole square.
 EVIDENCE_FLOOR = -6.0
@@ -91,10 +109,13 @@ def input_features(images: jax.Array) -> jax.Array:
 
 
 class LocaliserNet(nnx.Module):
-    """Stem 3x3 conv (3 -> WIDTH), residual dilated 3x3 blocks, 1x1 head (WIDTH -> 4)."""
+    """Stem 3x3 conv (3 -> WIDTH), residual dilated 3x3 blocks, 1x1 head (WIDTH -> outputs).
+
+    outputs: the number of logit maps, `OUTPUTS[target]` (4 edges, or 1 mask).
+    """
 
     def __init__(self, *, width: int = WIDTH, dilations: tuple[int, ...] = DILATIONS,
-                 dtype: str = "float32", rngs: nnx.Rngs):
+                 outputs: int = 4, dtype: str = "float32", rngs: nnx.Rngs):
         self.dtype = jnp.dtype(dtype)
         self.dilations = tuple(dilations)
         init = nnx.initializers.he_normal()
@@ -103,9 +124,11 @@ class LocaliserNet(nnx.Module):
         self.blocks = nnx.List([nnx.Param(init(rngs.params(), (3, 3, width, width)) * 0.5)
                                 for _ in dilations])
         self.blocks_b = nnx.List([nnx.Param(jnp.zeros((width,))) for _ in dilations])
-        self.head = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (1, 1, width, 4)))
-        # Start near the edge prior (~1% positives, weighted by POS_WEIGHT).
-        self.head_b = nnx.Param(jnp.full((4,), -3.0))
+        self.head = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(),
+                                                                (1, 1, width, outputs)))
+        # Start near the edge prior (~1% positives, weighted by POS_WEIGHT); the mask's
+        # weighted prior, log(5 * 0.022 / 0.978) ~ -2.2, is near it too.
+        self.head_b = nnx.Param(jnp.full((outputs,), -3.0))
 
     def _conv(self, x, w, b, dilation=1):
         y = lax.conv_general_dilated(
@@ -115,7 +138,7 @@ class LocaliserNet(nnx.Module):
 
     def __call__(self, images: jax.Array, features: jax.Array | None = None, *,
                  dropout_key: jax.Array | None = None) -> jax.Array:
-        """images: uint8[B, H, W, 3] (any H, W) -> edge logits float32[B, H, W, 4]."""
+        """images: uint8[B, H, W, 3] (any H, W) -> logits float32[B, H, W, outputs]."""
         x = input_features(images)
         x = jax.nn.relu(self._conv(x, self.stem[...], self.stem_b[...]))
         for w, b, d in zip(self.blocks, self.blocks_b, self.dilations):
@@ -155,6 +178,31 @@ def edge_loss(logits: jax.Array, targets: jax.Array, weight: jax.Array) -> jax.A
     t = targets.astype(jnp.float32)
     per_pixel = POS_WEIGHT * t * jax.nn.softplus(-logits) + (1.0 - t) * jax.nn.softplus(logits)
     return jnp.mean(per_pixel, axis=(1, 2, 3)) * weight
+
+
+def mask_loss(logits: jax.Array, mask: jax.Array, weight: jax.Array) -> jax.Array:
+    """`edge_loss` for the mask target: logits float32[B, H, W, 1], mask bool[B, H, W] (the
+    altered pixels), weight float32[B] -> float32[B], the mean weighted binary cross-entropy
+    over the example's pixels times its weight; positives count MASK_POS_WEIGHT times."""
+    t = mask.astype(jnp.float32)
+    z = logits[..., 0]
+    per_pixel = (MASK_POS_WEIGHT * t * jax.nn.softplus(-z)
+                 + (1.0 - t) * jax.nn.softplus(z))
+    return jnp.mean(per_pixel, axis=(1, 2)) * weight
+
+
+def mask_prob(logits: jax.Array) -> jax.Array:
+    """logits float32[B, H, W, 1] -> float32[B, H, W]: sigmoid of the mask logit (a score in
+    [0, 1]; 0.5 is a posterior of 1 / (1 + MASK_POS_WEIGHT), see MASK_POS_WEIGHT)."""
+    return jax.nn.sigmoid(logits[..., 0])
+
+
+def image_score(prob: jax.Array) -> jax.Array:
+    """prob float32[B, H, W] -> float32[B] in [0, 1]: the "altered or not" score, the largest
+    SCORE_POOL x SCORE_POOL window mean of prob (windows inside the image: VALID padding)."""
+    k = SCORE_POOL
+    pooled = lax.reduce_window(prob, 0.0, lax.add, (1, k, k), (1, 1, 1), "VALID") / (k * k)
+    return jnp.max(pooled, axis=(1, 2))
 
 
 def edge_evidence(logits: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from anomaly_jax.config import DENSE_MODELS, ModelConfig, choices
-from anomaly_jax.localiser import LocaliserNet
+from anomaly_jax.localiser import OUTPUTS, LocaliserNet
 from anomaly_jax.model_ops import SEED_S2D_BLOCKS, dropout, seed_block, white_box_trunk
 
 # The seeds' models (image -> two numbers); the dense localiser is in anomaly_jax.localiser.
@@ -227,22 +227,26 @@ def resolve_impl(impl: str, backend: str) -> str:
 
 def make_model(
     name: str, image_size: int, *, dtype: str = "float32", impl: str = "auto", width: int = 16,
-    rngs: nnx.Rngs
+    target: str = "edges", rngs: nnx.Rngs
 ) -> nnx.Module:
     """Builds the model `name` (one of MODEL_NAMES) for square images of side `image_size`.
 
     "localiser" is the dense, fully convolutional model of `anomaly_jax.localiser` (any image
-    size; `width` channels); the others are the seeds' models. impl: "auto" | "fast" |
+    size; `width` channels; `target` "edges" or "mask" sets its output maps,
+    `localiser.OUTPUTS`); the others are the seeds' models. impl: "auto" | "fast" |
     "plain", resolved here for the default backend (`resolve_impl`).
     """
     impl = resolve_impl(impl, jax.default_backend())
     if name == "localiser":
-        return LocaliserNet(width=width, dtype=dtype, rngs=rngs)
+        return LocaliserNet(width=width, outputs=OUTPUTS[target], dtype=dtype, rngs=rngs)
     if name == "white_box_net":
         return WhiteBoxNet(image_size, dtype=dtype, impl=impl, rngs=rngs)
     if name in _FUSION_OF:
         return SeedCNN(image_size, fusion=_FUSION_OF[name], dtype=dtype, impl=impl, rngs=rngs)
     raise ValueError(f"model.name {name!r} is not one of {', '.join(MODEL_NAMES)}")
+
+
+assert tuple(OUTPUTS) == choices(ModelConfig, "target")  # a map count for every target
 
 
 def uses_features(name: str) -> bool:

@@ -32,9 +32,17 @@ def read_run(workdir: str) -> dict:
     return {"name": name, "workdir": workdir, "history": history, "summary": summary}
 
 
+# Validation metrics where higher is better (the rest: lower).
+HIGHER_IS_BETTER = ("val_accuracy", "val_image_auc")
+
+
 def val_metric(history: Sequence[Mapping]) -> str:
-    """The run's validation metric: distance for localisation, accuracy for detection."""
-    return "val_accuracy" if any("val_accuracy" in r for r in history) else "val_distance"
+    """The run's validation metric: distance for localisation, accuracy for detection, image
+    AUC for the localiser's mask target."""
+    for metric in HIGHER_IS_BETTER:
+        if any(metric in r for r in history):
+            return metric
+    return "val_distance"
 
 
 def plot_curves(runs: Sequence[Mapping], out_png: str, title: str | None = None) -> str:
@@ -76,8 +84,8 @@ def comparison_table(runs: Sequence[Mapping]) -> str:
     for run in runs:
         h = run["history"]
         metric = val_metric(h)
-        better = max if metric == "val_accuracy" else min
-        values = [r[metric] for r in h if metric in r]
+        better = max if metric in HIGHER_IS_BETTER else min
+        values = [r[metric] for r in h if r.get(metric) is not None]
         middle = next((r["val_middle_distance"] for r in reversed(h)
                        if "val_middle_distance" in r), None)
         ips = [r["train_images_per_s"] for r in h]

@@ -75,7 +75,7 @@ def init_state(config: Config, keys: RunKeys, tx: optax.GradientTransformation
     """A fresh model and optimizer state (on the host/default device, not replicated)."""
     model = models.make_model(config.model.name, config.data.image_size,
                               dtype=config.model.dtype, impl=config.model.impl,
-                              width=config.model.width,
+                              width=config.model.width, target=config.model.target,
                               rngs=nnx.Rngs(params=keys.init))
     graphdef, params = nnx.split(model)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -247,7 +247,9 @@ def stream_images(run: Run, ids: np.ndarray) -> np.ndarray | None:
 
 
 def evaluate(run: Run, params_repl: Any, eval_fn: Any, split: str) -> dict[str, float] | None:
-    """Metrics of the replicated params on a whole split (padded to full global batches).
+    """Metrics of the replicated params on a whole split (padded to full global batches):
+    `metrics.finish` of the sums, plus "by_kind" {kind: finished figures} when the eval step
+    returns per-kind sums.
 
     Each process scores its slice of every batch; the sums add up over all devices.
     """
@@ -266,4 +268,10 @@ def evaluate(run: Run, params_repl: Any, eval_fn: Any, split: str) -> dict[str, 
         batch = device_batch(run, chunk, stream_images(run, chunk), weight)
         sums = parallel.unreplicate(eval_fn(params_repl, batch, run.tables, run.keys))
         totals = metrics.add(totals, sums)
-    return metrics.finish(jax.device_get(totals))
+    totals = jax.device_get(totals)
+    # "<kind>/<sum>" keys (the mask target on kind "mix") finish into one row per kind.
+    out = metrics.finish({k: v for k, v in totals.items() if "/" not in k})
+    by_kind = {k: v for k, v in totals.items() if "/" in k}
+    if by_kind:
+        out["by_kind"] = metrics.finish_by_kind(by_kind)
+    return out

@@ -25,7 +25,8 @@ from jax import lax
 
 from anomaly_jax import augment, corruptions, jpeg, localiser, metrics, models, parallel, squares
 from anomaly_jax.alteration import alter_examples, example_keys
-from anomaly_jax.config import Config, CorruptionConfig, TrainConfig, is_detection
+from anomaly_jax.config import (KIND_ORDER, MIX_KIND, Config, CorruptionConfig, TrainConfig,
+                                is_detection)
 
 TrainState = dict  # {"params": nnx.State, "opt_state": optax state, "step": int32[]}
 
@@ -37,8 +38,10 @@ class Task:
     detect: classification (white box, seed 2) instead of centre regression (seed 1).
     labelled: the images are already altered and the labels come from a seed-format CSV.
     use_features: feed the numeric features (r, ratio) to a fusion model.
-    dense: the dense localiser: trains on augmented crops (`crop`) with per-pixel edge
-      targets, is scored on whole images by the square decoder within the seed's prior.
+    dense: the dense localiser: trains on augmented crops (`crop`) with per-pixel targets.
+    target: the dense localiser's (config.model.target): "edges" - the discolor square's four
+      edges, scored on whole images by the square decoder within the seed's prior; "mask" -
+      the altered pixels of any kind (`corruption`), scored with the mask metrics.
     crops_per_image: a training id is `image_id * crops_per_image + copy` (1 unless dense).
     """
     corruption: CorruptionConfig
@@ -48,6 +51,7 @@ class Task:
     dense: bool = False
     crop: augment.CropParams | None = None
     crops_per_image: int = 1
+    target: str = "edges"
 
 
 @jax.tree_util.register_dataclass
@@ -78,7 +82,8 @@ def make_task(config: Config) -> Task:
                 labelled=config.data.source == "csv",
                 use_features=models.uses_features(config.model.name),
                 dense=dense, crop=crop,
-                crops_per_image=config.data.crops_per_image if dense else 1)
+                crops_per_image=config.data.crops_per_image if dense else 1,
+                target=config.model.target)
 
 
 def make_optimizer(train: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
@@ -178,32 +183,63 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array],
     return new_state, parallel.ordered_sum(sums)
 
 
+# Folded into the run's alteration key for the mask target's crop alterations. Not the crop's
+# own key: with threefry_partitionable, split(k, 2)[i] == split(k, 7)[i], so altering with
+# the crop key would draw the region from the same bits as the crop's position.
+_MASK_CROP_SALT = 0x4D41534B
+
+
+def mask_crop_key(corrupt_key: jax.Array) -> jax.Array:
+    """The base key `alter_examples` alters the mask target's training crops with (per crop
+    id and, with per_step resampling, per step: as the crops themselves)."""
+    return jax.random.fold_in(corrupt_key, _MASK_CROP_SALT)
+
+
 def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
                        tables: Mapping[str, jax.Array], corrupt_key: jax.Array,
                        step: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """Crop ids -> augmented, altered, JPEG'd crops and their edge targets (on the device).
+    """Crop ids -> augmented, altered, JPEG'd crops and their targets (on the device).
 
     batch: {"id": int32[B] crop ids, optional "image": uint8[B,S,S,3] (host cache)};
     tables: {"images": uint8[N,S,S,3] (device cache), "valid_hw": int32[N,2]}.
-    Returns (images uint8[B,C,C,3], targets bool[B,C,C,4]); see `augment.crop_example`.
+    Returns (images uint8[B,C,C,3], targets): target "edges" - bool[B,C,C,4], see
+    `augment.crop_example`; "mask" - bool[B,C,C], the label mask of `alter_examples`, which
+    alters the clean crops (`augment.clean_crop`) with corruption.* (splice's donor is the
+    batch neighbour's crop) and then applies the JPEG round trip.
     """
     crop_ids = batch["id"]
     image_ids = crop_ids // task.crops_per_image
     images = tables["images"][image_ids] if "images" in tables else batch["image"]
     valid_hw = tables["valid_hw"][image_ids]
+    keys = example_keys(corrupt_key, crop_ids, step)
+    if task.target == "mask":
+        crops = jax.vmap(functools.partial(augment.clean_crop, p=task.crop))(images, valid_hw,
+                                                                             keys)
+        x, labels = alter_examples(task.corruption, crops, mask_crop_key(corrupt_key), crop_ids,
+                                   step)
+        return x, labels["mask"]
     example = functools.partial(augment.crop_example, p=task.crop)
-    x, targets, _ = jax.vmap(example)(images, valid_hw, example_keys(corrupt_key, crop_ids, step))
+    x, targets, _ = jax.vmap(example)(images, valid_hw, keys)
     return x, targets
 
 
+def dense_loss(task: Task, logits: jax.Array, targets: jax.Array, weight: jax.Array
+               ) -> jax.Array:
+    """The dense localiser's per-example loss float32[B] for its target (`localiser.edge_loss`
+    or `localiser.mask_loss`; targets as `dense_train_inputs` returns them)."""
+    if task.target == "mask":
+        return localiser.mask_loss(logits, targets, weight)
+    return localiser.edge_loss(logits, targets, weight)
+
+
 def _dense_train_step(state, batch, tables, keys, *, graphdef, tx, task, resample_step):
-    """`train_step` for the dense localiser: per-pixel edge loss on augmented crops."""
+    """`train_step` for the dense localiser: per-pixel edge or mask loss on augmented crops."""
     x, targets = dense_train_inputs(task, batch, tables, keys.corrupt, resample_step)
     weight = jnp.ones(x.shape[0], jnp.float32)
 
     def loss_fn(params):
         logits = nnx.merge(graphdef, params)(x)
-        loss = jnp.sum(localiser.edge_loss(logits, targets, weight))
+        loss = jnp.sum(dense_loss(task, logits, targets, weight))
         return loss / x.shape[0], {"loss": loss, "count": jnp.sum(weight)}
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
@@ -214,11 +250,16 @@ def _dense_train_step(state, batch, tables, keys, *, graphdef, tx, task, resampl
     return new_state, parallel.ordered_sum(sums)
 
 
-def dense_eval_sums(task: Task, logits_fn, images: jax.Array, keys: jax.Array,
-                    weight: jax.Array) -> dict[str, jax.Array]:
-    """Whole images, altered as the seed (fixed per example) and JPEG'd, scored by the decoded
-    square: localisation sums (`loss` is the edge loss). images: uint8[B,H,W,3]; keys: key[B]."""
+def dense_eval_sums(task: Task, logits_fn, images: jax.Array, corrupt_key: jax.Array,
+                    ids: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+    """Whole images, altered (fixed per example: keys from corrupt_key and ids int32[B]) and
+    JPEG'd, scored: target "edges" - discolor as the seed, localisation sums of the decoded
+    square (`loss`: the edge loss); "mask" - `dense_mask_eval_sums`.
+    images: uint8[B,H,W,3]; weight: float32[B], 0 for padding."""
+    if task.target == "mask":
+        return dense_mask_eval_sums(task, logits_fn, images, corrupt_key, ids, weight)
     c = task.corruption
+    keys = example_keys(corrupt_key, ids, None)
     altered, lab = corruptions.alter_batch("discolor", images, keys, p_altered=1.0,
                                            overflow=c.overflow)
     if c.jpeg_quality:
@@ -232,6 +273,24 @@ def dense_eval_sums(task: Task, logits_fn, images: jax.Array, keys: jax.Array,
     pred = found["center"].astype(jnp.float32) / jnp.array([h, w], jnp.float32)
     sums = metrics.localisation_sums(pred, lab["center"], lab["half_size_norm"], weight)
     sums["loss"] = jnp.sum(localiser.edge_loss(logits, targets, weight))
+    return sums
+
+
+def dense_mask_eval_sums(task: Task, logits_fn, images: jax.Array, corrupt_key: jax.Array,
+                         ids: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+    """The mask target's validation: images uint8[B,H,W,3] altered by `alter_examples` with
+    corruption.* (fixed per example, JPEG included), scored by `metrics.mask_sums` on
+    `localiser.mask_prob` with `localiser.image_score` as the detection score, plus `loss` (the
+    mask loss) and, for kind "mix", `metrics.mask_sums_by_kind` ("<kind>/<sum>" keys)."""
+    altered, lab = alter_examples(task.corruption, images, corrupt_key, ids, None)
+    logits = logits_fn(altered)
+    prob = localiser.mask_prob(logits)
+    score = localiser.image_score(prob)
+    sums = metrics.mask_sums(prob, lab["mask"], score, lab["altered"], weight)
+    if task.corruption.kind == MIX_KIND:
+        sums.update(metrics.mask_sums_by_kind(prob, lab["mask"], score, lab["altered"], weight,
+                                              lab["kind"], KIND_ORDER))
+    sums["loss"] = jnp.sum(localiser.mask_loss(logits, lab["mask"], weight))
     return sums
 
 
@@ -268,8 +327,8 @@ def eval_step(params: nnx.State, batch: Mapping[str, jax.Array], tables: Mapping
     if task.dense:
         ids = batch["id"]
         images = tables["images"][ids] if "images" in tables else batch["image"]
-        sums = dense_eval_sums(task, nnx.merge(graphdef, params), images,
-                               example_keys(keys.corrupt, ids, None), batch["weight"])
+        sums = dense_eval_sums(task, nnx.merge(graphdef, params), images, keys.corrupt, ids,
+                               batch["weight"])
         return parallel.ordered_sum(sums)
     x, features, labels = prepare_inputs(task, batch, tables, keys.corrupt, None)
     outputs = nnx.merge(graphdef, params)(x, features)

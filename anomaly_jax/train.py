@@ -141,7 +141,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                         val = evaluate(run, state_repl["params"], eval_fn, "val")
                         record = _summarise_epoch(epoch + 1, step, host_sums, val,
                                                   run.steps_per_epoch * images_per_step / elapsed,
-                                                  time.perf_counter() - t_start, run.task.detect)
+                                                  time.perf_counter() - t_start)
                         # Where the epoch's time went (the checkpoint write is the rest of wall_s).
                         record.update(train_s=elapsed, val_s=time.perf_counter() - t_val)
                         if writer:
@@ -206,18 +206,21 @@ def _check_finite(sums: Mapping[str, Any], where: str, manager: ckpt_lib.RunChec
                             f"saving it — {kept}")
 
 
+# The validation figures an epoch record keeps (as val_<name>), whichever of them the task's
+# `metrics.finish` produced: detection, square localisation, or the mask metrics.
+VAL_FIGURES = ("loss", "accuracy", "precision", "recall", "distance", "hit_rate",
+               "middle_distance", "pixel_f1", "pixel_iou", "pixel_auc", "image_auc")
+
+
 def _summarise_epoch(epoch: int, step: int, train_sums: Mapping, val: Mapping | None,
-                     images_per_s: float, wall_s: float, detect: bool) -> dict:
+                     images_per_s: float, wall_s: float) -> dict:
     train = metrics.finish(jax.device_get(train_sums))
     record = {"epoch": epoch, "step": step, "train_loss": train["loss"]}
     if val is not None:
-        record["val_loss"] = val["loss"]
-        if detect:
-            record.update(val_accuracy=val["accuracy"], val_precision=val["precision"],
-                          val_recall=val["recall"])
-        else:
-            record.update(val_distance=val["distance"], val_hit_rate=val["hit_rate"],
-                          val_middle_distance=val["middle_distance"])
+        record.update({f"val_{k}": val[k] for k in VAL_FIGURES if k in val})
+        if "by_kind" in val:  # {kind: {pixel_f1, ..., image_auc}} (kind "mix")
+            record["val_by_kind"] = {kind: {k: v for k, v in figures.items() if k != "loss"}
+                                     for kind, figures in val["by_kind"].items()}
     record.update(train_images_per_s=images_per_s, wall_s=wall_s)
     return record
 
@@ -230,6 +233,8 @@ def validation_target(config: Config) -> tuple[str, str]:
     if task.dense:
         # The dense localiser's validation squares are all found within a few epochs (its
         # val_distance saturates near 0 on synthetic images); the edge loss keeps measuring.
+        # The mask target likewise: its loss is smooth, where val_image_auc on a few dozen
+        # validation images moves in steps of 1/(positives x negatives).
         return "val_loss", "min"
     return "val_distance", "min"
 
@@ -242,8 +247,18 @@ def open_checkpoints(workdir: str, config: Config) -> ckpt_lib.RunCheckpoints:
 
 
 def _format_record(record: Mapping[str, Any]) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in record.items())
+    """One line for the console; per-kind rows (val_by_kind) as kind:pixel_f1/image_auc."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    parts = []
+    for k, v in record.items():
+        if isinstance(v, Mapping):
+            v = " ".join(f"{kind}:{fmt(f.get('pixel_f1'))}/{fmt(f.get('image_auc'))}"
+                         for kind, f in v.items())
+            k = f"{k}(f1/auc)"
+        parts.append(f"{k}={fmt(v)}")
+    return "  ".join(parts)
 
 
 def _truncate_metrics(path: str, epochs_done: int) -> None:

@@ -81,6 +81,11 @@ def _main(args: argparse.Namespace) -> int:
                   "scores localisation runs", file=sys.stderr)
             return 2
         dense = models.is_dense(config.model.name)
+        if config.model.target != "edges":
+            print(f"error: {args.workdir} is a model.target={config.model.target} run (a "
+                  "per-pixel mask, no square); evaluate scores square localisers (its mask "
+                  "metrics are in the run's metrics.jsonl)", file=sys.stderr)
+            return 2
         if args.size is not None and not dense:
             print(f"error: --size: {config.model.name} takes only its own input size "
                   f"({config.data.image_size}); --size is for localiser runs and "

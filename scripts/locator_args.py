@@ -50,4 +50,8 @@ def load_locator(args: argparse.Namespace, tool: str) -> tuple[Any, Any, int | N
     if not models.is_dense(config.model.name):
         raise ConfigError(f"{args.workdir} is a {config.model.name} run; {tool} needs a "
                           "localiser run (model.name=localiser) or --method physics")
+    if config.model.target != "edges":
+        raise ConfigError(f"{args.workdir} is a model.target={config.model.target} localiser "
+                          f"run (a per-pixel mask, no square); {tool} needs an edge-target "
+                          "run (model.target=edges) or --method physics")
     return config, model, step

@@ -24,8 +24,10 @@ def small_config(name: str, *extra: str):
     return apply_overrides(get_config(name), sets + list(extra))
 
 
-# The localiser's end-to-end run is tests/test_localiser.py::test_localiser_run_resumes_bit_for_bit.
-@pytest.mark.parametrize("name", [name for name in CONFIGS if name != "localiser"])
+# The dense localisers' end-to-end runs: tests/test_localiser.py (localiser) and
+# tests/test_localiser_mix.py (localiser_mix), each resuming bit for bit.
+@pytest.mark.parametrize("name", [name for name in CONFIGS
+                                  if name not in ("localiser", "localiser_mix")])
 def test_every_config_runs_end_to_end(name, tmp_path):
     config = small_config(name)
     summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
@@ -104,10 +106,10 @@ def test_cli_rejects_bad_value_in_one_line(capsys):
     assert code == 2 and len(err) == 1 and "'bfloat16'" in err[0]
 
 
-def test_cli_list_shows_all_nine(capsys):
+def test_cli_list_shows_all_ten(capsys):
     assert run_cli.main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in CONFIGS) and len(CONFIGS) == 9
+    assert all(name in out for name in CONFIGS) and len(CONFIGS) == 10
 
 
 def test_streaming_trains_exactly_like_the_cached_dataset(tmp_path):
