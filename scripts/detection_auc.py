@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from experiments.cli import guarded
-from scripts.locator_args import add_locator_args, load_locator, locator_usage_error
+from scripts.locator_args import (add_locator_args, load_locator, locator_usage_error,
+                                  run_locator_script)
 
 DEFAULT_SIZE = 800
 
@@ -127,15 +127,10 @@ def make_examples(photos, copies: int, key, quality: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: _main(args), debug=args.debug)
+    return run_locator_script(parse_args(argv), _main, _usage_error)
 
 
 def _main(args: argparse.Namespace) -> int:
-    problem = _usage_error(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     import jax
     import numpy as np
 

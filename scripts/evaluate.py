@@ -34,8 +34,7 @@ import json
 import os
 import sys
 
-from experiments.cli import guarded
-from scripts.locator_args import DEFAULT_PHYSICS_SIZE, add_locator_args, locator_usage_error
+from scripts.locator_args import DEFAULT_PHYSICS_SIZE, add_locator_args, run_locator_script
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,15 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: _main(args), debug=args.debug)
+    return run_locator_script(parse_args(argv), _main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    problem = locator_usage_error(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     import numpy as np
     from PIL import Image
 

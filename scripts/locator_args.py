@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from experiments.cli import add_debug_flag
+from experiments.cli import add_debug_flag, guarded
 
 DEFAULT_PHYSICS_SIZE = 800
 
@@ -55,3 +55,17 @@ def load_locator(args: argparse.Namespace, tool: str) -> tuple[Any, Any, int | N
                           f"run (a per-pixel mask, no square); {tool} needs an edge-target "
                           "run (model.target=edges) or --method physics")
     return config, model, step
+
+
+def run_locator_script(args: argparse.Namespace, body, usage=None) -> int:
+    """The main of a square-locating script: `usage(args)` (default `locator_usage_error`),
+    a problem being a one-line exit 2, then `body(args)`, both under `experiments.cli.guarded`."""
+    from anomaly_jax.errors import ConfigError
+
+    def checked() -> int:
+        problem = (usage or locator_usage_error)(args)
+        if problem:
+            raise ConfigError(problem)
+        return body(args)
+
+    return guarded(checked, debug=args.debug)

@@ -35,9 +35,8 @@ import json
 import os
 import sys
 
-from experiments.cli import guarded
 from scripts.locator_args import (DEFAULT_PHYSICS_SIZE, add_locator_args, load_locator,
-                                  locator_usage_error)
+                                  run_locator_script)
 CHUNK = 16  # photos decoded and held at once (bounds memory)
 
 
@@ -90,15 +89,10 @@ def _draw_name(path: str, folder: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: _main(args), debug=args.debug)
+    return run_locator_script(parse_args(argv), _main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    problem = locator_usage_error(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     import numpy as np
     from PIL import Image
 
