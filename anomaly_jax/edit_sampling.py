@@ -289,8 +289,13 @@ def alter_one_mix(
     k_params, k_coin, k_kind, k_extra = _keys(key)
     altered = altered_coin(k_coin, p_altered)
     kind = jnp.sum(jax.random.uniform(k_kind, ()) >= thresholds).astype(jnp.int32)
-    branches = [_branch(k, region, overflow, box_size) for k in KIND_ORDER]
-    result = lax.switch(kind, branches, image, donor, k_params, k_extra)
+    # Branches only for the kinds that can be drawn: under vmap every branch runs for every
+    # image, so a zero weight must cost nothing (compile time included). A zero-weight kind is
+    # never drawn; its table entry is a placeholder.
+    active = [k for k in KIND_ORDER if weights.get(k, 0.0) > 0]
+    branch_of = jnp.asarray([active.index(k) if k in active else 0 for k in KIND_ORDER])
+    branches = [_branch(k, region, overflow, box_size) for k in active]
+    result = lax.switch(branch_of[kind], branches, image, donor, k_params, k_extra)
     out, labels = _finish(image, altered, *result)
     labels["kind"] = kind
     return out, labels
@@ -306,7 +311,7 @@ def alter_batch_mix(
     functools.partial under jit); other arguments as `alter_batch_edits`. The example's kind
     comes from a key folded off its own, so its parameters and coin are exactly those
     `alter_batch_edits(kind, ...)` would draw for the same key. Under vmap lax.switch becomes a
-    select, so every branch runs for every image (cost ~ the sum of all kinds).
+    select, so every branch runs for every image (cost ~ the sum of the kinds weighted above 0).
     Returns (images, labels): the labels of `alter_batch_edits` plus kind int32[B], an index
     into KIND_ORDER (drawn for clean images too).
     """
