@@ -22,6 +22,9 @@ from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 from experiments import run as run_cli
 from experiments.configs import get_config
 
+# One test worker runs this file (--dist loadgroup), so the `uninterrupted` run is made once.
+pytestmark = pytest.mark.xdist_group("checkpoint")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 40 images at 64x64: 32 train / 8 val, batch 4 -> 8 steps per epoch.
 SETS = ["data.image_size=64", "data.num_images=40", "train.batch_size=4", "train.epochs=3",

@@ -16,6 +16,9 @@ from PIL import Image
 
 from scripts import detection_auc, evaluate, predict
 
+# On one test worker with tests/test_localiser.py: the localiser run is made once.
+pytestmark = pytest.mark.xdist_group("localiser_run")
+
 SIZE = 64
 
 
