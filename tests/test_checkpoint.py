@@ -20,6 +20,7 @@ from anomaly_jax import checkpoint, run_setup, steps, train
 from anomaly_jax.config import apply_overrides
 from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 from experiments import run as run_cli
+from conftest import subprocess_xla_flags
 from experiments.configs import get_config
 
 # One test worker runs this file (--dist loadgroup), so the `uninterrupted` run is made once.
@@ -55,8 +56,7 @@ def uninterrupted(tmp_path_factory):
 
 def cli(workdir, *extra):
     sets = [a for s in SETS + list(extra) for a in ("--set", s)]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(2), JAX_PLATFORMS="cpu")
     return subprocess.Popen(
         [sys.executable, "-m", "experiments.run", "--config", "cnn_lowlr", "--workdir",
          str(workdir), "--no-progress", *sets], cwd=REPO, env=env,

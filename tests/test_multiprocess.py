@@ -23,6 +23,7 @@ import pytest
 
 from anomaly_jax import train
 from anomaly_jax.config import apply_overrides
+from conftest import subprocess_xla_flags
 from experiments.configs import get_config
 from experiments.launch import free_port
 
@@ -36,7 +37,7 @@ SETS = ["data.image_size=64", "data.num_images=24", "train.batch_size=4", "train
 def _env(devices: int) -> dict:
     # A short peer timeout: the survivor of a kill stops in seconds, not 30.
     env = dict(os.environ, JAX_PLATFORMS="cpu", ANOMALY_JAX_PEER_TIMEOUT_S="6")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = subprocess_xla_flags(devices)
     return env
 
 
