@@ -97,11 +97,17 @@ def mask_sums_by_kind(prob: jax.Array, mask: jax.Array, image_score: jax.Array,
                       kind_names: tuple[str, ...], threshold: float = 0.5
                       ) -> dict[str, jax.Array]:
     """`mask_sums` for each alteration kind, keys "<kind>/<sum>" (kind: int32[B] indexes
-    kind_names; a clean image counts under the kind it was drawn, as the negatives of that
-    kind's image AUC). `finish_by_kind` turns them into one row per kind."""
+    kind_names). A kind's row is its altered images - their pixels, and their scores as the
+    positives of its image AUC - against every clean image as the negatives: a clean image
+    has no kind (the one drawn for it was never applied), and sharing the negatives makes the
+    kinds' AUCs comparable. `count` is the kind's altered images. `finish_by_kind` turns the
+    sums into one row per kind."""
+    clean_hist = _histogram(image_score, weight * ~altered)
     out = {}
     for index, name in enumerate(kind_names):
-        sums = mask_sums(prob, mask, image_score, altered, weight * (kind == index), threshold)
+        sums = mask_sums(prob, mask, image_score, altered, weight * (kind == index) * altered,
+                         threshold)
+        sums["image_neg_hist"] = clean_hist
         out.update({f"{name}/{k}": v for k, v in sums.items()})
     return out
 

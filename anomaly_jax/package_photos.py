@@ -209,3 +209,19 @@ def split(names: Iterable[str] | None = None,
         ranked = sorted(ordered, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
         held = set(ranked[:count])
     return ([n for n in ordered if n not in held], [n for n in ordered if n in held])
+
+
+def held_out_at(size: int) -> tuple[list[str], np.ndarray]:
+    """The held-out photos (`split()[1]`, never trained on), each centre-cropped to a square and
+    resized to size x size with Pillow's BICUBIC: (names, uint8[P, size, size, 3]); P = 0
+    when neither package is installed."""
+    _, held_out = split(available())
+    out = []
+    for name in held_out:
+        photo = load(name)
+        h, w = photo.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        square = Image.fromarray(photo[top:top + side, left:left + side])
+        out.append(np.asarray(square.resize((size, size), Image.BICUBIC), np.uint8))
+    return held_out, np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)

@@ -32,10 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
 
 from scripts.locator_args import (add_locator_args, load_locator, locator_usage_error,
                                   run_locator_script)
@@ -71,25 +67,6 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     if not 1 <= args.quality <= 100:
         return f"--quality {args.quality}: expected 1..100"
     return None
-
-
-def package_photos_at(size: int) -> tuple[list[str], np.ndarray]:
-    """The held-out package photos, centre-cropped square and resized (Pillow BICUBIC):
-    (names, uint8[P, size, size, 3])."""
-    import numpy as np
-    from PIL import Image
-
-    from anomaly_jax import package_photos
-    _, held_out = package_photos.split(package_photos.available())
-    out = []
-    for name in held_out:
-        photo = package_photos.load(name)
-        h, w = photo.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        square = Image.fromarray(photo[top:top + side, left:left + side])
-        out.append(np.asarray(square.resize((size, size), Image.BICUBIC), np.uint8))
-    return held_out, np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
 def make_examples(photos, copies: int, key, quality: int):
@@ -134,7 +111,7 @@ def _main(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from anomaly_jax import synthetic
+    from anomaly_jax import package_photos, synthetic
     from anomaly_jax.evaluation import localisation_report, locate_squares, roc_auc
 
     config, model, step = load_locator(args, "detection_auc")
@@ -147,7 +124,7 @@ def _main(args: argparse.Namespace) -> int:
     s = args.size
     try:
         names, pkg = (([], np.zeros((0, s, s, 3), np.uint8)) if args.no_package_photos
-                      else package_photos_at(s))
+                      else package_photos.held_out_at(s))
     except ValueError as e:  # a package ships a different file than the one checked
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ physics baseline that needs no training.
         [--step N] [--per-image out.csv] [--draw DIR] [--sheet SHEET.png]
     python -m scripts.evaluate --workdir runs/localiser --csv LABELS.csv [--size N]
     python -m scripts.evaluate --method physics --csv LABELS.csv [--size 800]
+    python -m scripts.evaluate --workdir runs/localiser_mix --csv HELD_OUT/labels.csv
 
 --method model (the default) loads the best checkpoint of --workdir (or --step N) and resizes
 the images to the run's data.image_size. A seed model (seed_cnn, fusion_*) regresses the
@@ -24,6 +25,13 @@ metric), median_distance, mean_distance_px (at the images' original size), hit_r
 predicted centres inside the true square), the same for always predicting the middle
 (middle_*), method, and for the localiser / physics mean_score (and auc when the CSV has an
 `altered` column with both clean and altered images). Errors are one line on stderr.
+
+A model.target=mask run (`localiser_mix`) predicts the altered pixels, not a square: it is
+scored on a CSV with masks (`scripts.make_dataset`'s mask_path and kind columns), and the JSON
+holds n, n_altered, n_clean, pixel_f1, pixel_iou (at probability 0.5), pixel_auc, image_auc
+(the image score of the altered images against the clean ones) and by_kind: the same per
+kind, each kind's altered images against every clean image, with n its altered images.
+--per-image then writes img_path, kind, altered, score, pixel_f1.
 """
 from __future__ import annotations
 
@@ -33,6 +41,8 @@ import dataclasses
 import json
 import os
 import sys
+
+import numpy as np
 
 from scripts.locator_args import DEFAULT_PHYSICS_SIZE, add_locator_args, run_locator_script
 
@@ -58,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import numpy as np
     from PIL import Image
 
     from anomaly_jax import data, models, report
@@ -75,11 +84,8 @@ def _main(args: argparse.Namespace) -> int:
                   "scores localisation runs", file=sys.stderr)
             return 2
         dense = models.is_dense(config.model.name)
-        if config.model.target != "edges":
-            print(f"error: {args.workdir} is a model.target={config.model.target} run (a "
-                  "per-pixel mask, no square); evaluate scores square localisers (its mask "
-                  "metrics are in the run's metrics.jsonl)", file=sys.stderr)
-            return 2
+        if config.model.target == "mask":
+            return _evaluate_masks(args, config, model, step)
         if args.size is not None and not dense:
             print(f"error: --size: {config.model.name} takes only its own input size "
                   f"({config.data.image_size}); --size is for localiser runs and "
@@ -163,6 +169,59 @@ def _main(args: argparse.Namespace) -> int:
         result["sheet"] = args.sheet
     result.update(workdir=args.workdir, step=step, csv=args.csv, image_size=size,
                   skipped_images=len(images.skipped))
+    print(json.dumps(result))
+    return 0
+
+
+def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
+    """A mask-target run (issue 12) on a CSV with masks (`scripts.make_dataset`'s export):
+    pixel F1/IoU/AUC and image AUC, overall and per kind (`evaluation.score_masks`)."""
+    from anomaly_jax import data
+    from anomaly_jax.config import KIND_ORDER
+    from anomaly_jax.errors import ConfigError
+    from anomaly_jax.evaluation import score_masks
+
+    if args.draw or args.sheet:
+        raise ConfigError("--draw/--sheet: draw squares, and a model.target=mask run predicts "
+                          "no square; use --per-image for its scores")
+    data_config = dataclasses.replace(config.data, source="csv", csv=args.csv,
+                                      image_size=args.size or config.data.image_size)
+    images = data.load_image_set(data_config, config.seed)
+    targets = images.targets
+    if "mask" not in targets:
+        raise ConfigError(f"{args.csv}: no mask_path column; a model.target=mask run is scored "
+                          "against label masks - export a set with python -m "
+                          "scripts.make_dataset")
+    altered = targets.get("altered", np.ones(len(images.names), bool))
+    kind = targets.get("kind")
+    got = score_masks(model, images.images, targets["mask"], altered, kind)
+    n_altered = int(altered.sum())
+    result = {"n": len(images.names), "n_altered": n_altered,
+              "n_clean": len(images.names) - n_altered, **got["overall"],
+              "by_kind": got["by_kind"], "method": "model", "workdir": args.workdir,
+              "step": step, "csv": args.csv, "image_size": data_config.image_size,
+              "skipped_images": len(images.skipped)}
+
+    def fmt(value):
+        return "  n/a" if value is None else f"{value:.3f}"
+
+    print(f"checkpoint step {step} of {args.workdir} at {data_config.image_size}x"
+          f"{data_config.image_size} on {result['n']} images ({n_altered} altered) from "
+          f"{args.csv}", file=sys.stderr)
+    print(f"  {'kind':10s} {'altered':>7s} {'pixel F1':>8s} {'IoU':>6s} {'px AUC':>6s} "
+          f"{'image AUC':>9s}", file=sys.stderr)
+    for name, row in [("all", {**got["overall"], "n": n_altered}), *got["by_kind"].items()]:
+        print(f"  {name:10s} {row['n']:7d} {fmt(row['pixel_f1']):>8s} "
+              f"{fmt(row['pixel_iou']):>6s} {fmt(row['pixel_auc']):>6s} "
+              f"{fmt(row['image_auc']):>9s}", file=sys.stderr)
+    if args.per_image:
+        with open(args.per_image, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["img_path", "kind", "altered", "score", "pixel_f1"])
+            for i, name in enumerate(images.names):
+                writer.writerow([name, "" if kind is None else KIND_ORDER[kind[i]],
+                                 int(altered[i]), float(got["score"][i]),
+                                 float(got["pixel_f1"][i])])
     print(json.dumps(result))
     return 0
 

@@ -9,6 +9,12 @@ saved with), each image's mask of changed pixels as masks/NNNNN.png (1-bit; all 
 an image left clean) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
 img_path (relative), an `altered` column when some images were left clean, then mask_path
 (relative) and kind (its name). The last line of stdout is {"out", "n", "csv"}.
+
+A held-out benchmark for a localiser_mix run (photos it never trained on: landscapes from
+another seed than the run's 42, plus --held-out-photos):
+
+    python -m scripts.make_dataset --config localiser_mix --out heldout --held-out-photos \
+        --set seed=7 --set data.num_images=96 --set corruption.p_altered=0.5
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. data.num_images=20 (repeatable)")
     p.add_argument("--quality", type=int, default=75, help="JPEG quality (default 75)")
+    p.add_argument("--held-out-photos", action="store_true",
+                   help="add the held-out package photos (anomaly_jax.package_photos; never "
+                        "trained on), resized to data.image_size, after the config's images")
     add_debug_flag(p)
     return p.parse_args(argv)
 
@@ -92,9 +101,18 @@ def _main(args: argparse.Namespace) -> int:
 
     config = build_config(args.config, args.set)
     image_set = load_image_set(config.data, config.seed)
-    print(f"altering {len(image_set.names)} {config.data.source} images "
-          f"({config.corruption.kind}) at {config.data.image_size}px", file=sys.stderr)
-    images, labels = alter_all(config, image_set.images)
+    clean = image_set.images
+    what = f"{len(image_set.names)} {config.data.source} images"
+    if args.held_out_photos:
+        import numpy as np
+
+        from anomaly_jax import package_photos
+        names, photos = package_photos.held_out_at(config.data.image_size)
+        clean = np.concatenate([clean, photos])
+        what += f" + {len(names)} held-out package photos ({', '.join(names) or 'none installed'})"
+    print(f"altering {what} ({config.corruption.kind}) at {config.data.image_size}px",
+          file=sys.stderr)
+    images, labels = alter_all(config, clean)
     # The CSV names kinds; the labels index KIND_ORDER.
     kinds = [KIND_ORDER[k] for k in labels["kind"]]
     csv_path = write_seed_format(args.out, images, {**labels, "kind": kinds},

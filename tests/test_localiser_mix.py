@@ -1,8 +1,10 @@
 """The dense localiser's mask target (issue 12): its training crops are altered by the one
 alteration path with exact label masks, a tiny `localiser_mix` run records the mask metrics and
-resumes bit for bit, and the 4-edge localiser is what it was."""
+resumes bit for bit, scripts.evaluate scores it per kind on an exported held-out set, and the
+4-edge localiser is what it was."""
 from __future__ import annotations
 
+import csv
 import functools
 import json
 
@@ -11,12 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
-from anomaly_jax import augment, jpeg, localiser, models, run_setup, steps, train
+from anomaly_jax import augment, jpeg, localiser, metrics, models, run_setup, steps, train
 from anomaly_jax.alteration import alter_examples, example_keys
 from anomaly_jax.config import KIND_ORDER, apply_overrides
 from anomaly_jax.errors import ConfigError
 from experiments.configs import get_config
+from scripts import evaluate
 
 # The real localiser_mix config at 64x64 with 32x32 crops (as conftest.LOCALISER_RUN for
 # `localiser`): 8 landscapes, 2 of them validation, 6 x 2 crops = 3 steps of 4.
@@ -141,3 +145,67 @@ def test_the_edge_localiser_is_unchanged():
     apply_overrides(config, ["corruption.kind=smudge", "model.target=mask"])
     with pytest.raises(ConfigError, match="model.target"):
         apply_overrides(get_config("cnn_lowlr"), ["model.target=mask"])
+
+
+def _quantised_auc(pos, neg):
+    """The Mann-Whitney AUC of scores quantised to metrics.AUC_BINS bins (what the summable
+    histogram AUC computes exactly)."""
+    bins = lambda s: np.clip((np.asarray(s) * metrics.AUC_BINS).astype(int), 0,  # noqa: E731
+                             metrics.AUC_BINS - 1)
+    pos, neg = bins(pos)[:, None], bins(neg)[None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def test_evaluate_scores_a_mask_run_per_kind_on_an_exported_set(mix_run, tmp_path, capsys,
+                                                                  make_dataset_recorded):
+    """make_dataset exports a mix/free set with masks (photos the run never saw: another
+    seed); scripts.evaluate scores the mask run on it, overall and per kind, and its AUCs are
+    the per-image scores' (altered of a kind against every clean image)."""
+    _, workdir, _ = mix_run
+    make_dataset, exported = make_dataset_recorded
+    out = str(tmp_path / "held_out")
+    overrides = MIX_RUN + ["seed=7", "data.num_images=10", "corruption.p_altered=0.5"]
+    assert make_dataset.main(["--config", "localiser_mix", "--out", out,
+                              *[a for o in overrides for a in ("--set", o)]]) == 0
+    capsys.readouterr()
+    per_image = str(tmp_path / "per_image.csv")
+    assert evaluate.main(["--workdir", workdir, "--csv", f"{out}/labels.csv",
+                          "--per-image", per_image]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    labels = exported["labels"]
+    altered = labels["altered"].astype(bool)
+    assert 0 < altered.sum() < 10  # both classes, so the AUCs are defined
+    assert (result["n"], result["n_altered"], result["n_clean"]) == (
+        10, int(altered.sum()), int((~altered).sum()))
+    assert 0.0 <= result["pixel_f1"] <= 1.0 and 0.0 <= result["pixel_auc"] <= 1.0
+    rows = list(csv.DictReader(open(per_image)))
+    scores = np.array([float(r["score"]) for r in rows])
+    kinds = np.array([r["kind"] for r in rows])
+    assert [int(r["altered"]) for r in rows] == altered.astype(int).tolist()
+    assert kinds.tolist() == [KIND_ORDER[k] for k in labels["kind"]]
+    assert result["image_auc"] == pytest.approx(
+        _quantised_auc(scores[altered], scores[~altered]), abs=1e-12)
+    by_kind = result["by_kind"]
+    assert set(by_kind) == set(kinds[altered]) <= {"splice", "scramble", "smudge"}
+    assert sum(row["n"] for row in by_kind.values()) == altered.sum()
+    for name, row in by_kind.items():
+        own = altered & (kinds == name)
+        assert row["n"] == own.sum()
+        assert row["image_auc"] == pytest.approx(
+            _quantised_auc(scores[own], scores[~altered]), abs=1e-12)
+    assert "image AUC" in captured.err
+    assert all(name in captured.err for name in by_kind)
+
+
+def test_evaluate_mask_run_needs_masks_and_draws_no_squares(mix_run, tmp_path, capsys):
+    _, workdir, _ = mix_run
+    image = np.zeros((64, 64, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.jpg")
+    (tmp_path / "labels.csv").write_text("x,y,r,discolor_ratio,img_path\n32,32,8,1.1,a.jpg\n")
+    assert evaluate.main(["--workdir", workdir, "--csv", str(tmp_path / "labels.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no mask_path column" in err and "make_dataset" in err
+    assert evaluate.main(["--workdir", workdir, "--csv", str(tmp_path / "labels.csv"),
+                          "--draw", str(tmp_path / "d")]) == 2
+    assert "--draw/--sheet" in capsys.readouterr().err

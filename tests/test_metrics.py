@@ -56,7 +56,7 @@ def test_sums_add_over_batches_and_devices():
         np.testing.assert_allclose(summed[k][0], direct[k], rtol=1e-6)
 
 
-def test_rows_per_kind_are_each_kinds_own_metrics():
+def test_rows_per_kind_are_each_kinds_altered_images_against_every_clean_one():
     b = _batch(3, b=12)
     b["weight"] = np.ones(12, np.float32)
     kind = np.array([0, 1, 2] * 4, np.int32)
@@ -64,6 +64,13 @@ def test_rows_per_kind_are_each_kinds_own_metrics():
     rows = metrics.finish_by_kind(jax.device_get(metrics.mask_sums_by_kind(
         **b, kind=jnp.asarray(kind), kind_names=("smudge", "erase", "splice"))))
     assert set(rows) == {"smudge", "erase", "splice"}
+    score, altered = np.asarray(b["image_score"]), b["altered"]
     for index, name in enumerate(("smudge", "erase", "splice")):
-        own = {k: v[kind == index] for k, v in b.items()}
-        assert rows[name] == metrics.finish(jax.device_get(metrics.mask_sums(**own)))
+        own = {k: v[(kind == index) & altered] for k, v in b.items()}
+        want = metrics.finish(jax.device_get(metrics.mask_sums(**own)))
+        for field in ("pixel_f1", "pixel_iou", "pixel_auc"):
+            assert rows[name][field] == want[field]
+        # The kind's altered images against all six clean ones, whatever kind they drew.
+        np.testing.assert_allclose(
+            rows[name]["image_auc"],
+            _mann_whitney(score[(kind == index) & altered], score[~altered]), rtol=1e-12)
