@@ -106,7 +106,7 @@ def test_localiser_mix_run_records_mask_metrics_and_resumes_bit_for_bit(mix_run,
     assert "val_distance" not in record
     assert 0.0 <= record["val_pixel_f1"] <= 1.0 and np.isfinite(record["val_loss"])
     assert set(record["val_by_kind"]) <= set(KIND_ORDER) and record["val_by_kind"]
-    assert train.validation_target(config) == ("val_loss", "min")
+    assert train.validation_target(config) == ("val_pixel_f1", "max")
     first = apply_overrides(config, ["train.max_steps=2"])
     train.train_and_evaluate(first, str(tmp_path / "split"), progress=False)
     resumed = train.train_and_evaluate(config, str(tmp_path / "split"), progress=False)
