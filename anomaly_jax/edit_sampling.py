@@ -301,17 +301,39 @@ def alter_one_mix(
     return out, labels
 
 
+BATCHINGS = ("auto", "vmap", "map")
+
+
+def mix_batching(batching: str = "auto") -> str:
+    """"vmap" or "map" for `alter_batch_mix`; "auto": "map" on CPU, "vmap" elsewhere.
+
+    Under vmap lax.switch becomes a select, so every branch runs for every image (cost ~ the
+    sum of the kinds weighted above 0); under lax.map (a loop over the images) it stays a
+    branch, so each image runs its own kind only. Measured on 2 CPU cores, 16 images of
+    800x800, every kind weighted 1: 7.2 (vmap) vs 176 (map) images/s on squares, 4.8 vs 135 on
+    free regions, bit-identical. On a GPU vmap stays the default until measured there: a loop
+    launches each image's kernels one after another, which small images (training crops)
+    cannot fill a GPU with.
+    """
+    if batching not in BATCHINGS:
+        raise ValueError(f"edits: batching={batching!r}; expected one of {BATCHINGS}")
+    if batching == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return batching
+
+
 def alter_batch_mix(
     images: Array, keys: Array, weights: dict[str, float], region: str = "square",
     p_altered: float = 1.0, *, overflow: str = "wrap", box_size: int = 16,
+    batching: str = "auto",
 ) -> tuple[Array, dict[str, Any]]:
     """Alters each image with a kind drawn from its own key with probabilities ~ weights.
 
     weights: {kind: weight >= 0} over KIND_ORDER (missing kinds weigh 0; static - bind it with
-    functools.partial under jit); other arguments as `alter_batch_edits`. The example's kind
-    comes from a key folded off its own, so its parameters and coin are exactly those
-    `alter_batch_edits(kind, ...)` would draw for the same key. Under vmap lax.switch becomes a
-    select, so every branch runs for every image (cost ~ the sum of the kinds weighted above 0).
+    functools.partial under jit); other arguments as `alter_batch_edits`; batching (static):
+    how the images are batched, see `mix_batching` (every choice gives the same bits). The
+    example's kind comes from a key folded off its own, so its parameters and coin are exactly
+    those `alter_batch_edits(kind, ...)` would draw for the same key.
     Returns (images, labels): the labels of `alter_batch_edits` plus kind int32[B], an index
     into KIND_ORDER (drawn for clean images too).
     """
@@ -322,4 +344,6 @@ def alter_batch_mix(
         return alter_one_mix(image, donor, key, weights, region=region, p_altered=p_altered,
                              overflow=overflow, box_size=box_size)
 
+    if mix_batching(batching) == "map":
+        return lax.map(lambda args: one(*args), (images, donors(images), keys))
     return jax.vmap(one)(images, donors(images), keys)

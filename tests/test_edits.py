@@ -496,3 +496,18 @@ def test_bad_arguments_raise():
         ES.alter_batch_edits("erase", images, keys_for(3))
     with pytest.raises(ValueError, match="mask"):
         E.erase(images[0], jnp.ones((S, S), jnp.int32))
+
+
+def test_mix_batchings_give_the_same_bits():
+    """lax.map (each image runs its own kind: the CPU default) and vmap (every branch for every
+    image) are two schedules of one computation."""
+    images, keys = smooth_images(12, seed=5), keys_for(12, 5)
+    weights = {"smudge": 1.0, "copy_move": 1.0, "scramble": 1.0}
+    runs = [jax.jit(functools.partial(ES.alter_batch_mix, weights=weights, region="free",
+                                      p_altered=0.75, batching=b))(jnp.asarray(images), keys)
+            for b in ("vmap", "map")]
+    for a, b in zip(*(jax.tree.leaves(r) for r in runs)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert ES.mix_batching("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    with pytest.raises(ValueError, match="batching='scan'"):
+        ES.mix_batching("scan")
