@@ -92,6 +92,22 @@ def mask_sums(prob: jax.Array, mask: jax.Array, image_score: jax.Array, altered:
     }
 
 
+def mask_change(clean: jax.Array, altered: jax.Array, mask: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+    """How much an alteration changed its region, per image: (mean absolute difference in
+    grey levels over the mask's pixels and the three channels float32[B], share of the mask's
+    pixels with any channel changed float32[B]); both 0 for an empty mask.
+
+    clean, altered: uint8[B, H, W, 3] (e.g. both after the same JPEG round trip); mask:
+    bool[B, H, W]. The signal left for a detector (`scripts.edit_strength`).
+    """
+    diff = jnp.abs(altered.astype(jnp.int32) - clean.astype(jnp.int32))
+    pixels = jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1).astype(jnp.float32)
+    mean = jnp.sum(jnp.where(mask, jnp.sum(diff, axis=-1), 0), axis=(1, 2)) / (3.0 * pixels)
+    changed = jnp.sum(mask & jnp.any(diff > 0, axis=-1), axis=(1, 2)) / pixels
+    return mean, changed
+
+
 def mask_sums_by_kind(prob: jax.Array, mask: jax.Array, image_score: jax.Array,
                       altered: jax.Array, weight: jax.Array, kind: jax.Array,
                       kind_names: tuple[str, ...], threshold: float = 0.5

@@ -74,3 +74,19 @@ def test_rows_per_kind_are_each_kinds_altered_images_against_every_clean_one():
         np.testing.assert_allclose(
             rows[name]["image_auc"],
             _mann_whitney(score[(kind == index) & altered], score[~altered]), rtol=1e-12)
+
+
+def test_mask_change_is_the_mean_difference_inside_the_mask():
+    rng = np.random.default_rng(4)
+    clean = rng.integers(0, 256, (3, 8, 8, 3), np.uint8)
+    altered = clean.copy()
+    altered[0, 2:4, 2:5] = 255 - altered[0, 2:4, 2:5]
+    altered[1, 0, 0, 1] ^= 1
+    mask = np.zeros((3, 8, 8), bool)
+    mask[0, 1:5, 2:5] = True  # 12 pixels, 6 of them changed
+    mask[1, 0, 0] = True
+    mean, changed = jax.device_get(metrics.mask_change(jnp.asarray(clean), jnp.asarray(altered),
+                                                       jnp.asarray(mask)))
+    diff = np.abs(altered.astype(int) - clean.astype(int)).sum(-1)
+    np.testing.assert_allclose(mean, [diff[0][mask[0]].sum() / 36, 1 / 3, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(changed, [0.5, 1.0, 0.0])
