@@ -256,20 +256,28 @@ def test_evaluate_decodes_squares_for_a_mask_run_on_squares(mix_run, tmp_path, c
     saved = json.loads((square_run / "config.json").read_text())
     saved["corruption"]["region"] = "square"
     (square_run / "config.json").write_text(json.dumps(saved))
-    out = str(tmp_path / "squares")
-    overrides = MIX_RUN + ["seed=7", "data.num_images=6", "corruption.region=square"]
-    from scripts import make_dataset
-    assert make_dataset.main(["--config", "localiser_mix", "--out", out,
-                              *[a for o in overrides for a in ("--set", o)]]) == 0
-    capsys.readouterr()
-    assert evaluate.main(["--workdir", str(square_run), "--csv", f"{out}/labels.csv"]) == 0
+    # A hand-made set (no alteration to compile): 3 altered squares and a clean image.
+    out = tmp_path / "squares"
+    (out / "masks").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = ["x,y,r,discolor_ratio,img_path,altered,mask_path,kind"]
+    for i, (x, y, r, altered) in enumerate([(20, 30, 8, 1), (40, 24, 12, 1), (32, 40, 9, 1),
+                                            (30, 30, 8, 0)]):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(out / f"{i}.png")
+        m = np.zeros((64, 64), np.uint8)
+        if altered:
+            m[x - r:x + r, y - r:y + r] = 255
+        Image.fromarray(m).save(out / "masks" / f"{i}.png")
+        lines.append(f"{x},{y},{r},1,{i}.png,{altered},masks/{i}.png,splice")
+    (out / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert evaluate.main(["--workdir", str(square_run), "--csv", str(out / "labels.csv")]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out.strip().splitlines()[-1])
     square = result["square"]
-    assert square["n"] == result["n_altered"] > 0
+    assert square["n"] == result["n_altered"] == 3
     assert 0.0 <= square["hit_rate"] <= 1.0 and square["mean_distance"] >= 0.0
     # The middle's figures are the labels' own: centre (0.5, 0.5) against each true centre.
-    rows = list(csv.DictReader(open(f"{out}/labels.csv")))
+    rows = list(csv.DictReader(open(out / "labels.csv")))
     altered = [r for r in rows if r.get("altered", "1") == "1"]
     middle = [np.hypot(int(r["x"]) / 64 - 0.5, int(r["y"]) / 64 - 0.5) for r in altered]
     assert square["middle_mean_distance"] == pytest.approx(float(np.mean(middle)), abs=1e-6)
