@@ -1,7 +1,7 @@
 """The dense localiser's mask target (issue 12): its training crops are altered by the one
 alteration path with exact label masks, a tiny `localiser_mix` run records the mask metrics and
-resumes bit for bit, scripts.evaluate scores it per kind (and as squares) on sets with masks, and the
-4-edge localiser is what it was."""
+resumes bit for bit, scripts.evaluate scores it per kind (and as squares) on sets with masks,
+and the 4-edge localiser is what it was."""
 from __future__ import annotations
 
 import csv
