@@ -82,3 +82,15 @@ def make_dataset_recorded(monkeypatch):
 
     monkeypatch.setattr(make_dataset, "alter_all", recording_alter_all)
     return make_dataset, exported
+
+
+# Files with the longest tests first: xdist hands tests out in collection order, and a
+# 40-second subprocess test collected last leaves the other worker idle at the end.
+_SLOW_FIRST = ("test_multiprocess.py", "test_checkpoint.py", "test_localiser_mix.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
+    items.sort(key=rank)  # stable: the order within a file is kept

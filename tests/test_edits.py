@@ -33,6 +33,10 @@ W_MIX = {"discolor": 1.0, "white_box": 0.0, "scramble": 1.0, "smudge": 2.0, "era
          "stretch": 1.0, "copy_move": 1.0, "splice": 1.0}
 N_MIX = 200
 
+# One test worker builds this file's module fixtures (--dist loadgroup); split across
+# workers, each worker built them again.
+pytestmark = pytest.mark.xdist_group("edits")
+
 
 def rng_images(n: int, size: int = S, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)

@@ -34,6 +34,10 @@ MIX_RUN = ["data.image_size=64", "data.num_images=8", "data.package_photos=false
            # same as with eight, in a third of the compile time.
            "corruption.mix_weights=splice=1,scramble=1,smudge=1"]
 
+# One test worker builds this file's module fixtures (--dist loadgroup); split across
+# workers, each worker built them again.
+pytestmark = pytest.mark.xdist_group("localiser_mix")
+
 
 def _unreplicated(run):
     return jax.tree.map(lambda x: x[0], run.tables), jax.tree.map(lambda x: x[0], run.keys)

@@ -9,6 +9,10 @@ from anomaly_jax import landscape_params, landscape_scene, synthetic, value_nois
 
 N = 16  # one compiled batch shape serves most tests (compiling dominates their time)
 
+# One test worker builds this file's module fixtures (--dist loadgroup); split across
+# workers, each worker built them again.
+pytestmark = pytest.mark.xdist_group("synthetic")
+
 
 @pytest.fixture(scope="module")
 def batch() -> np.ndarray:
