@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import logging
+import json
 import os
 import struct
 import zlib
@@ -475,3 +476,23 @@ def test_make_dataset_round_trip_and_bad_key(tmp_path, capsys, make_dataset_reco
     assert make_dataset.main(["--out", out, "--set", "data.bogus=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.bogus" in err[0]
+
+
+def test_make_dataset_appends_the_held_out_photos(tmp_path, capsys, make_dataset_recorded):
+    """--held-out-photos: the config's images, then package_photos.held_out_at(size) - the
+    photos training never adds - each altered like the rest."""
+    from anomaly_jax import package_photos
+    make_dataset, exported = make_dataset_recorded
+    names, photos = package_photos.held_out_at(S)
+    out = str(tmp_path / "held")
+    assert make_dataset.main(["--out", out, "--held-out-photos", "--set", "data.num_images=3",
+                              "--set", f"data.image_size={S}", "--set", "data.source=black"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["n"] == 3 + len(names)
+    assert f"+ {len(names)} held-out package photos" in captured.err
+    images, labels = exported["images"], exported["labels"]
+    assert images.shape == (3 + len(names), S, S, 3)
+    outside = ~labels["mask"][3:]  # outside its square an altered photo is its clean self
+    assert outside.any() and not outside.all(axis=(1, 2)).any()
+    np.testing.assert_array_equal(images[3:][outside], photos[outside])
+    assert set(names).isdisjoint(package_photos.split()[0])
