@@ -13,7 +13,6 @@ from flax import nnx
 
 from anomaly_jax import augment, corruptions, localiser, physics, squares, train
 from anomaly_jax.config import apply_overrides
-from experiments.configs import get_config
 
 # On one test worker with tests/test_scripts_localiser.py: the localiser run is made once.
 pytestmark = pytest.mark.xdist_group("localiser_run")
