@@ -1,9 +1,9 @@
 """The training loop: `train_and_evaluate` drives the steps of a run, logs, checkpoints, resumes.
 
 The steps themselves are in `anomaly_jax.steps` (pure functions over pytrees) and the run they
-act on is built by `anomaly_jax.run_setup`. Here: the loop, its per-epoch records
-(metrics.jsonl), checkpoints and summary.json, and reading a trained model back
-(`restore_params`).
+act on is built by `anomaly_jax.run_setup`, and its per-epoch records (metrics.jsonl) are
+kept by `anomaly_jax.run_history`. Here: the loop, its checkpoints and summary.json, and
+reading a trained model back (`restore_params`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from anomaly_jax import checkpoint as ckpt_lib
-from anomaly_jax import metrics, parallel, pipeline, report
+from anomaly_jax import metrics, parallel, pipeline, report, run_history
 from anomaly_jax.config import Config, to_dict
 from anomaly_jax.errors import CheckpointError, NonFiniteLoss, Stopped
 from anomaly_jax.stopping import GracefulStop
@@ -72,12 +72,12 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                 epoch_sums = restored.epoch_sums
                 epoch_time = restored.epoch_time
                 if writer:
-                    _truncate_metrics(metrics_path, restored.epoch_done)
+                    run_history.truncate(metrics_path, restored.epoch_done)
                 print(f"resumed from step {int(state['step'])} in {workdir}", file=sys.stderr)
             elif writer:
-                _set_aside_history(metrics_path)
+                run_history.set_aside(metrics_path)
             if writer:
-                _write_file(os.path.join(workdir, "config.json"),
+                run_history.write_file(os.path.join(workdir, "config.json"),
                             json.dumps(to_dict(config), indent=2, sort_keys=True))
 
             step = int(state["step"])
@@ -139,14 +139,14 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     if end_of_epoch:
                         t_val = time.perf_counter()
                         val = evaluate(run, state_repl["params"], eval_fn, "val")
-                        record = _summarise_epoch(epoch + 1, step, host_sums, val,
+                        record = run_history.epoch_record(epoch + 1, step, host_sums, val,
                                                   run.steps_per_epoch * images_per_step / elapsed,
                                                   time.perf_counter() - t_start)
                         # Where the epoch's time went (the checkpoint write is the rest of wall_s).
                         record.update(train_s=elapsed, val_s=time.perf_counter() - t_val)
                         if writer:
-                            _write_file(metrics_path, json.dumps(record) + "\n", mode="a")
-                        bar.write(_format_record(record), file=sys.stderr)
+                            run_history.write_file(metrics_path, json.dumps(record) + "\n", mode="a")
+                        bar.write(run_history.format_record(record), file=sys.stderr)
                     manager.save(step, jax.device_get(parallel.unreplicate(state_repl)),
                                  data_state=data_state,
                                  epoch_sums=None if end_of_epoch else host_sums,
@@ -172,18 +172,8 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                                  time.perf_counter() - t_start)
         summary["compile_s"] = train_fn.compile_s
         if writer:
-            _write_file(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+            run_history.write_file(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
-
-
-def _write_file(path: str, text: str, mode: str = "w") -> None:
-    """Writes (or appends) whole text and flushes it; a refused write names the file."""
-    try:
-        with open(path, mode) as f:
-            f.write(text)
-            f.flush()
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, path) from None
 
 
 def _steps_this_dispatch(config: Config, step: int, steps_per_epoch: int, total_steps: int
@@ -204,25 +194,6 @@ def _check_finite(sums: Mapping[str, Any], where: str, manager: ckpt_lib.RunChec
                 "no checkpoint was written yet")
         raise NonFiniteLoss(f"non-finite training loss ({loss}) {where}; stopped without "
                             f"saving it — {kept}")
-
-
-# The validation figures an epoch record keeps (as val_<name>), whichever of them the task's
-# `metrics.finish` produced: detection, square localisation, or the mask metrics.
-VAL_FIGURES = ("loss", "accuracy", "precision", "recall", "distance", "hit_rate",
-               "middle_distance", "pixel_f1", "pixel_iou", "pixel_auc", "image_auc")
-
-
-def _summarise_epoch(epoch: int, step: int, train_sums: Mapping, val: Mapping | None,
-                     images_per_s: float, wall_s: float) -> dict:
-    train = metrics.finish(jax.device_get(train_sums))
-    record = {"epoch": epoch, "step": step, "train_loss": train["loss"]}
-    if val is not None:
-        record.update({f"val_{k}": val[k] for k in VAL_FIGURES if k in val})
-        if "by_kind" in val:  # {kind: {pixel_f1, ..., image_auc}} (kind "mix")
-            record["val_by_kind"] = {kind: {k: v for k, v in figures.items() if k != "loss"}
-                                     for kind, figures in val["by_kind"].items()}
-    record.update(train_images_per_s=images_per_s, wall_s=wall_s)
-    return record
 
 
 def validation_target(config: Config) -> tuple[str, str]:
@@ -250,52 +221,6 @@ def open_checkpoints(workdir: str, config: Config) -> ckpt_lib.RunCheckpoints:
     return ckpt_lib.RunCheckpoints(os.path.join(workdir, "checkpoints"),
                                    keep=config.checkpoint.keep, best_metric=metric,
                                    best_mode=mode)
-
-
-def _format_record(record: Mapping[str, Any]) -> str:
-    """One line for the console; per-kind rows (val_by_kind) as kind:pixel_f1/image_auc."""
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    parts = []
-    for k, v in record.items():
-        if isinstance(v, Mapping):
-            v = " ".join(f"{kind}:{fmt(f.get('pixel_f1'))}/{fmt(f.get('image_auc'))}"
-                         for kind, f in v.items())
-            k = f"{k}(f1/auc)"
-        parts.append(f"{k}={fmt(v)}")
-    return "  ".join(parts)
-
-
-def _truncate_metrics(path: str, epochs_done: int) -> None:
-    """Keeps the first `epochs_done` epoch lines, the history of the checkpoint restored: a
-    resumed run rewrites the rest. A torn line (a crash mid-append) is dropped with a warning."""
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                print(f"{path}: line {number} is torn (a crash while it was written); dropped",
-                      file=sys.stderr)
-                continue
-            if record.get("epoch", 0) <= epochs_done:
-                kept.append(json.dumps(record) + "\n")
-    with open(path, "w") as f:
-        f.writelines(kept)
-
-
-def _set_aside_history(path: str) -> None:
-    """A run starting from step 0 never appends to an older run's history: an existing
-    metrics.jsonl (its checkpoints were deleted) is kept as metrics.jsonl.old."""
-    if os.path.exists(path) and os.path.getsize(path):
-        os.replace(path, path + ".old")
-        print(f"{path}: no checkpoint to resume from; the previous history is kept as "
-              f"{os.path.basename(path)}.old", file=sys.stderr)
 
 
 def _final_summary(run: Run, state_repl: Any, eval_fn: Any, metrics_path: str, params: Any,
