@@ -137,53 +137,63 @@ def localisation_report(pred: np.ndarray, center: np.ndarray, half_size_norm: np
 
 
 @functools.lru_cache(maxsize=16)
-def _mask_scorer(graphdef: nnx.GraphDef, kind_names: tuple[str, ...]):
-    """A jitted (params, image[1], mask[1], altered[1], kind[1]) -> (sums, score[1]) for one
-    image: the validation's own metric sums (`metrics.mask_sums`, per kind too), compiled once
-    per model structure and image size."""
+def _mask_scorer(graphdef: nnx.GraphDef, prior: squares.SquarePrior | None):
+    """A jitted (params, image[1], mask[1], altered[1], kind[1]) -> (sums, score[1], square)
+    for one image: the validation's own metric sums (`metrics.mask_sums`, per kind too) and,
+    with a prior, the square decoded from the same logits (else None); compiled once per
+    model structure, prior and image size."""
     def run(params, x, mask, altered, kind):
-        prob = localiser.mask_prob(nnx.merge(graphdef, params)(x))
+        logits = nnx.merge(graphdef, params)(x)
+        prob = localiser.mask_prob(logits)
         score = localiser.image_score(prob)
         weight = jnp.ones(1, jnp.float32)
         sums = metrics.mask_sums(prob, mask, score, altered, weight)
         sums.update(metrics.mask_sums_by_kind(prob, mask, score, altered, weight, kind,
-                                              kind_names))
-        return sums, score
+                                              KIND_ORDER))
+        square = None if prior is None else localiser.decode(logits, prior)
+        return sums, score, square
     return jax.jit(run)
 
 
 def score_masks(model: nnx.Module, images: np.ndarray, mask: np.ndarray, altered: np.ndarray,
-                kind: np.ndarray | None = None) -> dict:
+                kind: np.ndarray | None = None, prior: squares.SquarePrior | None = None
+                ) -> dict:
     """Scores a mask-target localiser (model.target="mask") on labelled images.
 
     images: uint8[N, H, W, 3]; mask: bool[N, H, W], the altered pixels; altered: bool[N];
-    kind: int32[N] indexes config.KIND_ORDER (None: no per-kind rows).
+    kind: int32[N] indexes config.KIND_ORDER (None: no per-kind rows); prior: also decode
+    each image's square from its mask logits (`localiser.decode`, for a run on squares).
     Returns {"overall": pixel_f1, pixel_iou, pixel_auc, image_auc (`metrics.finish`, None
     where a class is missing), "by_kind": {kind: the same, its altered images against every
-    clean one, and "n" its altered images} (only kinds with altered images), "score": float32[N] (the image score,
-    `localiser.image_score`), "pixel_f1": float32[N] (each image's own, 0 where it has no
-    positives predicted or true)}. One image per call: at 800x800 the net's activations are
-    large, and any N then needs one compilation.
+    clean one, and "n" its altered images} (only kinds with altered images), "score":
+    float32[N] (the image score, `localiser.image_score`), "pixel_f1": float32[N] (each
+    image's own, 0 where it has no positives predicted or true), and with a prior "square":
+    {center int32[N, 2], half_size int32[N], score float32[N]}}. One image per call: at
+    800x800 the net's activations are large, and any N then needs one compilation.
     """
     images, mask = np.asarray(images), np.asarray(mask, bool)
     altered = np.asarray(altered, bool)
     per_kind = kind is not None
     kind = np.asarray(kind, np.int32) if per_kind else np.zeros(len(images), np.int32)
     graphdef, params = nnx.split(model)
-    run = _mask_scorer(graphdef, KIND_ORDER)
-    total, scores, f1 = None, [], []
+    run = _mask_scorer(graphdef, prior)
+    total, scores, f1, found = None, [], [], []
     for i in range(len(images)):
-        sums, score = jax.device_get(run(params, images[i:i + 1], mask[i:i + 1],
-                                         altered[i:i + 1], kind[i:i + 1]))
+        sums, score, square = jax.device_get(run(params, images[i:i + 1], mask[i:i + 1],
+                                                 altered[i:i + 1], kind[i:i + 1]))
         total = metrics.add(total, sums)
         scores.append(score[0])
-        denominator = 2 * sums["pixel_tp"] + sums["pixel_fp"] + sums["pixel_fn"]
-        f1.append(2 * sums["pixel_tp"] / denominator if denominator else 0.0)
+        f1.append(metrics.finish({k: v for k, v in sums.items() if "/" not in k})["pixel_f1"])
+        found.append(square)
     overall = metrics.finish({k: v for k, v in total.items() if "/" not in k})
     by_kind = {}
     if per_kind:
         by_kind = metrics.finish_by_kind({k: v for k, v in total.items() if "/" in k})
         for name, row in by_kind.items():
             row["n"] = int(total[f"{name}/count"])
-    return {"overall": overall, "by_kind": by_kind,
-            "score": np.asarray(scores, np.float32), "pixel_f1": np.asarray(f1, np.float32)}
+    result = {"overall": overall, "by_kind": by_kind,
+              "score": np.asarray(scores, np.float32), "pixel_f1": np.asarray(f1, np.float32)}
+    if prior is not None:
+        result["square"] = {k: np.concatenate([f[k] for f in found])
+                            for k in ("center", "half_size", "score")}
+    return result

@@ -105,8 +105,7 @@ def _main(args: argparse.Namespace) -> int:
     images = data.load_image_set(data_config, seed)
     targets = images.targets
     size = data_config.image_size
-    # Original sizes (height, width) from the file headers, for distances in pixels.
-    sizes = np.array([Image.open(p).size[::-1] for p in images.names], np.float32)
+    sizes = _original_sizes(images.names)
     found = None
     if dense:
         # model None: the physics baseline. Centres in pixels of the size x size image.
@@ -176,13 +175,21 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _original_sizes(paths) -> np.ndarray:
+    """float32[N, 2]: each image's original (height, width), from its file header (for
+    distances in pixels of the originals)."""
+    from PIL import Image
+    return np.array([Image.open(p).size[::-1] for p in paths], np.float32).reshape(-1, 2)
+
+
 def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
     """A mask-target run (issue 12) on a CSV with masks (`scripts.make_dataset`'s export):
     pixel F1/IoU/AUC and image AUC, overall and per kind (`evaluation.score_masks`)."""
     from anomaly_jax import data
     from anomaly_jax.config import KIND_ORDER
     from anomaly_jax.errors import ConfigError
-    from anomaly_jax.evaluation import score_masks
+    from anomaly_jax.evaluation import localisation_report, score_masks
+    from anomaly_jax.squares import SquarePrior
 
     if args.draw or args.sheet:
         raise ConfigError("--draw/--sheet: draw squares, and a model.target=mask run predicts "
@@ -197,25 +204,22 @@ def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
                           "scripts.make_dataset")
     altered = targets.get("altered", np.ones(len(images.names), bool))
     kind = targets.get("kind")
-    got = score_masks(model, images.images, targets["mask"], altered, kind)
+    # Trained on squares: the structured decoder too (`localiser.mask_evidence`), from the
+    # same forward pass, scored like a square localiser on the altered images.
+    size = data_config.image_size
+    on_squares = config.corruption.region == "square"
+    got = score_masks(model, images.images, targets["mask"], altered, kind,
+                      prior=SquarePrior.seed(size, size) if on_squares else None)
     n_altered = int(altered.sum())
     result = {"n": len(images.names), "n_altered": n_altered,
               "n_clean": len(images.names) - n_altered, **got["overall"],
               "by_kind": got["by_kind"]}
     square = None
-    if config.corruption.region == "square" and n_altered:
-        # Trained on squares: the structured decoder too (`localiser.mask_evidence`), scored
-        # like a square localiser on the altered images.
-        from PIL import Image
-
-        from anomaly_jax.evaluation import localisation_report, locate_squares
-        size = data_config.image_size
-        found = locate_squares(model, images.images[altered])
-        sizes = np.array([Image.open(p).size[::-1] for p in np.array(images.names)[altered]],
-                         np.float32)
-        square, _ = localisation_report(found["center"].astype(np.float32) / np.float32(size),
-                                        targets["center"][altered],
-                                        targets["half_size_norm"][altered], sizes)
+    if on_squares and n_altered:
+        center = got["square"]["center"][altered].astype(np.float32) / np.float32(size)
+        square, _ = localisation_report(center, targets["center"][altered],
+                                        targets["half_size_norm"][altered],
+                                        _original_sizes(np.array(images.names)[altered]))
         result["square"] = square
     result.update(method="model", workdir=args.workdir, step=step, csv=args.csv,
                   image_size=data_config.image_size, skipped_images=len(images.skipped))
