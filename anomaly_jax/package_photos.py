@@ -211,17 +211,20 @@ def split(names: Iterable[str] | None = None,
     return ([n for n in ordered if n not in held], [n for n in ordered if n in held])
 
 
+def square_at(name: str, size: int, resample: int = Image.BICUBIC) -> np.ndarray:
+    """The photo `name` centre-cropped to a square and resized to uint8[size, size, 3]
+    (Pillow's `resample` filter, BICUBIC by default)."""
+    photo = load(name)
+    h, w = photo.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = Image.fromarray(photo[top:top + side, left:left + side])
+    return np.asarray(square.resize((size, size), resample), np.uint8)
+
+
 def held_out_at(size: int) -> tuple[list[str], np.ndarray]:
-    """The held-out photos (`split()[1]`, never trained on), each centre-cropped to a square and
-    resized to size x size with Pillow's BICUBIC: (names, uint8[P, size, size, 3]); P = 0
-    when neither package is installed."""
+    """The held-out photos (`split()[1]`, never trained on) as `square_at(name, size)`:
+    (names, uint8[P, size, size, 3]); P = 0 when neither package is installed."""
     _, held_out = split(available())
-    out = []
-    for name in held_out:
-        photo = load(name)
-        h, w = photo.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        square = Image.fromarray(photo[top:top + side, left:left + side])
-        out.append(np.asarray(square.resize((size, size), Image.BICUBIC), np.uint8))
+    out = [square_at(name, size) for name in held_out]
     return held_out, np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)

@@ -45,13 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def clean_images(size: int, key: jax.Array) -> np.ndarray:
     """uint8[COLUMNS, size, size, 3]: landscapes, then the first PHOTOS package photos
     (centre square, resized; landscapes instead when none is installed)."""
-    photos = []
-    for name in package_photos.available()[:PHOTOS]:
-        photo = package_photos.load(name)
-        side = min(photo.shape[:2])
-        top, left = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
-        square = Image.fromarray(photo[top:top + side, left:left + side])
-        photos.append(np.asarray(square.resize((size, size), Image.LANCZOS)))
+    photos = [package_photos.square_at(name, size, Image.LANCZOS)
+              for name in package_photos.available()[:PHOTOS]]
     land = np.asarray(synthetic.landscapes(key, COLUMNS - len(photos), size, size))
     return np.concatenate([land] + ([np.stack(photos)] if photos else []))
 
