@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from anomaly_jax import corruptions, edit_sampling, jpeg
+from anomaly_jax import corruptions, edit_loop, edit_sampling, jpeg
 from anomaly_jax.config import KIND_ORDER, MIX_KIND, SEED_KINDS, CorruptionConfig, mix_weights
 
 
@@ -25,15 +25,17 @@ def example_keys(base: jax.Array, ids: jax.Array, step: jax.Array | None) -> jax
 
 
 def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: jax.Array,
-                   ids: jax.Array, step: jax.Array | None = None, *, jpeg_roundtrip: bool = True
-                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                   ids: jax.Array, step: jax.Array | None = None, *, jpeg_roundtrip: bool = True,
+                   batching: str = "auto") -> tuple[jax.Array, dict[str, jax.Array]]:
     """images uint8[B, H, W, 3] of examples `ids` int32[B] -> (altered uint8[B, H, W, 3], labels).
 
     Keys `example_keys(base_key, ids, step)`, then by corruption.kind and .region:
       an old kind (SEED_KINDS) on a square -> `corruptions.alter_batch` (the seeds' runs,
                                               bit for bit as before issue 12);
       an edit, or an old kind on "free"    -> `edit_sampling.alter_batch_edits`;
-      "mix"                                -> `edit_sampling.alter_batch_mix` with `mix_weights`.
+      "mix"                                -> `edit_sampling.alter_batch_mix` with `mix_weights`;
+    the last two by `edit_loop.alter_batch_loop` (the same bits) when `batching` (static;
+    `edit_loop.batching`: "auto" is "loop" on CPU) says "loop" - donate `images` then.
     Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
     trip (as seed 1's photos were saved after the alteration): it changes pixels, never the
     labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
@@ -44,18 +46,22 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     """
     c = corruption
     keys = example_keys(base_key, ids, step)
-    if c.kind == MIX_KIND:
+    if c.kind in SEED_KINDS and c.region == "square":
+        out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
+                                              overflow=c.overflow, box_size=c.box_size)
+    elif edit_loop.batching(batching) == "loop":
+        weights = mix_weights(c) if c.kind == MIX_KIND else {c.kind: 1.0}
+        out, labels = edit_loop.alter_batch_loop(images, keys, weights, c.region, c.p_altered,
+                                                 overflow=c.overflow, box_size=c.box_size)
+    elif c.kind == MIX_KIND:
         out, labels = edit_sampling.alter_batch_mix(images, keys, mix_weights(c), c.region,
                                                     c.p_altered, overflow=c.overflow,
                                                     box_size=c.box_size)
-    elif c.kind in SEED_KINDS and c.region == "square":
-        out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
-                                              overflow=c.overflow, box_size=c.box_size)
     else:
         out, labels = edit_sampling.alter_batch_edits(c.kind, images, keys, region=c.region,
                                                       p_altered=c.p_altered,
                                                       overflow=c.overflow, box_size=c.box_size)
-    if c.kind != MIX_KIND:
+    if "kind" not in labels:
         labels = {**labels, "kind": jnp.full(ids.shape, KIND_ORDER.index(c.kind), jnp.int32)}
     if c.jpeg_quality and jpeg_roundtrip:
         out = jpeg.jpeg_roundtrip_batch(out, c.jpeg_quality)

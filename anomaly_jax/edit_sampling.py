@@ -24,8 +24,8 @@ from jax import lax
 from anomaly_jax import corruptions
 from anomaly_jax.config import EDIT_KINDS, KIND_ORDER
 from anomaly_jax.config import SEED_KINDS as OLD_KINDS
-from anomaly_jax.edits import (_check_region, _select, copy_move, erase, smudge,
-                               smudge_sigma_range, splice, stretch)
+from anomaly_jax.edits import (STRETCH_CLIP, _check_region, _select, erase, smudge,
+                               smudge_radius, smudge_sigma_range, splice, stretch)
 from anomaly_jax.example_labels import (altered_coin, check_image, check_keys, example_labels,
                                         typed_key)
 from anomaly_jax.regions import free_mask, sample_region
@@ -91,11 +91,16 @@ def _separated_offset(key: Array, height: int, width: int, center: Array, half_s
     return jnp.where(ok0 | ok1, offset, fallback).astype(jnp.int32)
 
 
+def region_key(key: Array) -> Array:
+    """The key an edit's sampler gives `regions.sample_region` (from the edit's params key):
+    every edit splits its key the same way, so one key places the same region for any kind."""
+    return jax.random.split(typed_key(key))[0]
+
+
 def _sample_with_region(key: Array, height: int, width: int, region: str
                         ) -> tuple[dict[str, Array], Array]:
-    # Every edit splits its key the same way, so one key places the same region for any kind.
-    k_region, k_params = jax.random.split(typed_key(key))
-    return sample_region(k_region, height, width, region), k_params
+    k_params = jax.random.split(typed_key(key))[1]
+    return sample_region(region_key(key), height, width, region), k_params
 
 
 def sample_smudge(key: Array, height: int, width: int, region: str = "square"
@@ -152,15 +157,48 @@ _SAMPLERS = {
     "splice": sample_splice,
 }
 
+# Each edit on a window of its image: (window uint8[h, w, 3], source uint8[h, w, 3],
+# mask bool[h, w], params, origin int32[2], source_origin int32[2], (H, W)) -> uint8[h, w, 3].
+# The window's top-left pixel is `origin` in an image of static shape (H, W); `source` is the
+# window of the image copy_move / splice read (their own image / the donor) at source_origin.
+# The whole image is the window at origin 0 (`_edit_branch`); `edit_loop` passes smaller ones.
 _EDIT_APPLY = {
-    "smudge": lambda image, donor, p: smudge(image, p["mask"], p["sigma"]),
-    "erase": lambda image, donor, p: erase(image, p["mask"]),
-    "stretch": lambda image, donor, p: stretch(image, p["mask"], p["center"], p["factor"],
-                                               p["axis"]),
-    "copy_move": lambda image, donor, p: copy_move(image, p["mask"], p["offset"]),
-    "splice": lambda image, donor, p: splice(image, donor, p["mask"], p["offset"]),
+    "smudge": lambda win, src, mask, p, o, so, shape: smudge(win, mask, p["sigma"],
+                                                             smudge_radius(*shape)),
+    "erase": lambda win, src, mask, p, o, so, shape: erase(win, mask),
+    "stretch": lambda win, src, mask, p, o, so, shape: stretch(
+        win, mask, p["center"], p["factor"], p["axis"], origin=o, full_shape=shape),
+    "copy_move": lambda win, src, mask, p, o, so, shape: splice(win, src, mask,
+                                                                o + p["offset"] - so),
+    "splice": lambda win, src, mask, p, o, so, shape: splice(win, src, mask,
+                                                             o + p["offset"] - so),
 }
-assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == EDIT_KINDS
+# Whose pixels an edit copies (the window `source` above): none, its own image, the donor.
+EDIT_SOURCE = {"smudge": None, "erase": None, "stretch": None, "copy_move": "image",
+               "splice": "donor"}
+
+
+# The edits that read only near their region (`edit_extent`); erase's push-pull fill reads
+# every pixel of the image.
+LOCAL_EDITS = ("smudge", "stretch", "copy_move", "splice")
+
+
+def edit_extent(kind: str, p: dict[str, Array], height: int, width: int) -> Array:
+    """int32[]: e such that the edit (one of LOCAL_EDITS) of the region of params p reads and
+    writes only pixels within e of its centre along each axis (rows and columns [c - e, c + e)),
+    so a window holding those gives the whole image's result."""
+    r = jnp.asarray(p["half_size"], jnp.int32)
+    if kind in ("copy_move", "splice"):  # the source: a window of the same size, moved
+        return r
+    if kind == "smudge":  # the blur reads its radius beyond the region
+        return r + smudge_radius(height, width)
+    if kind == "stretch":  # reads up to r / factor from the centre (> r when shrinking), +1 px
+        factor = jnp.minimum(jnp.clip(p["factor"], *STRETCH_CLIP), 1.0)
+        return jnp.maximum(r, jnp.ceil(r.astype(jnp.float32) / factor).astype(jnp.int32) + 2)
+    raise ValueError(f"edits: {kind!r} is not one of the local edits {LOCAL_EDITS}")
+
+
+assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == tuple(EDIT_SOURCE) == EDIT_KINDS
 
 
 # ----------------------------------------------------------------------------- batches
@@ -171,7 +209,9 @@ assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == EDIT_KINDS
 
 def _edit_branch(kind, region, image, donor, k_params, k_extra):
     p = _SAMPLERS[kind](k_params, *image.shape[:2], region)
-    out = _EDIT_APPLY[kind](image, donor, p)
+    source = image if EDIT_SOURCE[kind] == "image" else donor
+    zero = jnp.zeros(2, jnp.int32)
+    out = _EDIT_APPLY[kind](image, source, p["mask"], p, zero, zero, image.shape[:2])
     return out, p["center"], p["half_size"], jnp.float32(1.0), p["mask"]
 
 
@@ -278,6 +318,24 @@ def mix_thresholds(weights: dict[str, float]) -> np.ndarray:
     return (cum[:-1] / cum[-1]).astype(np.float32)
 
 
+def draw_kind(k_kind: Array, weights: dict[str, float]) -> Array:
+    """int32[]: the example's kind, an index into KIND_ORDER drawn with probabilities ~ weights
+    from its kind key (`_keys`)."""
+    thresholds = jnp.asarray(mix_thresholds(weights))
+    return jnp.sum(jax.random.uniform(k_kind, ()) >= thresholds).astype(jnp.int32)
+
+
+def active_kinds(weights: dict[str, float]) -> tuple[list[str], Array]:
+    """(the kinds that can be drawn, int32[len(KIND_ORDER)]: a kind's index among them).
+
+    Branches only for those: under vmap every branch runs for every image, so a zero weight
+    must cost nothing (compile time included). A zero-weight kind is never drawn; its table
+    entry is a placeholder.
+    """
+    active = [k for k in KIND_ORDER if weights.get(k, 0.0) > 0]
+    return active, jnp.asarray([active.index(k) if k in active else 0 for k in KIND_ORDER])
+
+
 def alter_one_mix(
     image: Array, donor: Array, key: Array, weights: dict[str, float], *, region: str = "square",
     p_altered: float = 1.0, overflow: str = "wrap", box_size: int = 16,
@@ -285,15 +343,10 @@ def alter_one_mix(
     """`alter_batch_mix` for one image, its donor and one key; labels without the batch axis."""
     _check_region(region)
     check_image(image, 3, "edit_sampling.alter_one_mix")
-    thresholds = jnp.asarray(mix_thresholds(weights))
     k_params, k_coin, k_kind, k_extra = _keys(key)
     altered = altered_coin(k_coin, p_altered)
-    kind = jnp.sum(jax.random.uniform(k_kind, ()) >= thresholds).astype(jnp.int32)
-    # Branches only for the kinds that can be drawn: under vmap every branch runs for every
-    # image, so a zero weight must cost nothing (compile time included). A zero-weight kind is
-    # never drawn; its table entry is a placeholder.
-    active = [k for k in KIND_ORDER if weights.get(k, 0.0) > 0]
-    branch_of = jnp.asarray([active.index(k) if k in active else 0 for k in KIND_ORDER])
+    kind = draw_kind(k_kind, weights)
+    active, branch_of = active_kinds(weights)
     branches = [_branch(k, region, overflow, box_size) for k in active]
     result = lax.switch(branch_of[kind], branches, image, donor, k_params, k_extra)
     out, labels = _finish(image, altered, *result)
@@ -301,38 +354,14 @@ def alter_one_mix(
     return out, labels
 
 
-BATCHINGS = ("auto", "vmap", "map")
-
-
-def mix_batching(batching: str = "auto") -> str:
-    """"vmap" or "map" for `alter_batch_mix`; "auto": "map" on CPU, "vmap" elsewhere.
-
-    Under vmap lax.switch becomes a select, so every branch runs for every image (cost ~ the
-    sum of the kinds weighted above 0); under lax.map (a loop over the images) it stays a
-    branch, so each image runs its own kind only. Measured on 2 CPU cores, 16 images of
-    800x800, every kind weighted 1: 7.2 (vmap) vs 176 (map) images/s on squares, 4.8 vs 135 on
-    free regions, bit-identical. On a GPU vmap stays the default until measured there: a loop
-    launches each image's kernels one after another, which small images (training crops)
-    cannot fill a GPU with.
-    """
-    if batching not in BATCHINGS:
-        raise ValueError(f"edits: batching={batching!r}; expected one of {BATCHINGS}")
-    if batching == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
-    return batching
-
-
 def alter_batch_mix(
     images: Array, keys: Array, weights: dict[str, float], region: str = "square",
     p_altered: float = 1.0, *, overflow: str = "wrap", box_size: int = 16,
-    batching: str = "auto",
 ) -> tuple[Array, dict[str, Any]]:
     """Alters each image with a kind drawn from its own key with probabilities ~ weights.
 
     weights: {kind: weight >= 0} over KIND_ORDER (missing kinds weigh 0; static - bind it with
-    functools.partial under jit); other arguments as `alter_batch_edits`; batching (static):
-    how the images are batched, see `mix_batching` (every choice gives the same bits). The
-    example's kind comes from a key folded off its own, so its parameters and coin are exactly
+    functools.partial under jit); other arguments as `alter_batch_edits`. The example's kind comes from a key folded off its own, so its parameters and coin are exactly
     those `alter_batch_edits(kind, ...)` would draw for the same key.
     Returns (images, labels): the labels of `alter_batch_edits` plus kind int32[B], an index
     into KIND_ORDER (drawn for clean images too).
@@ -344,6 +373,4 @@ def alter_batch_mix(
         return alter_one_mix(image, donor, key, weights, region=region, p_altered=p_altered,
                              overflow=overflow, box_size=box_size)
 
-    if mix_batching(batching) == "map":
-        return lax.map(lambda args: one(*args), (images, donors(images), keys))
     return jax.vmap(one)(images, donors(images), keys)

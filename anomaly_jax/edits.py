@@ -254,30 +254,41 @@ def _stretch_bits(n: int) -> int:
     return min(23, int(math.floor(math.log2((2**31 - 1) / (5 * (n + 1))))))
 
 
-def _stretch_axis(x: Array, axis: int, c: Array, factor: Array) -> Array:
+def _stretch_axis(x: Array, axis: int, c: Array, factor: Array, origin: Array | int = 0,
+                  n_total: int | None = None) -> Array:
     """uint8 array x resampled along `axis` at c - 1/2 + (p - c + 1/2) / factor, linear.
 
+    x may be a window of a larger image: `origin` is the image index of x's first pixel along
+    `axis` and n_total the image's length there (default: x is the whole axis). Positions,
+    their clamp to [0, n_total - 1] and the fixed point follow the image, so a window that
+    holds every pixel read gives exactly the image's values.
     Positions in fixed point with F fractional bits: 2 (p - c) + 1 is an integer and
     q = round(2**(F-1) / factor) <= 2**(F+1), so |position| * 2**F <= (n + 4 n) 2**F < 2**31;
     the interpolation a (2**F - t) + b t <= 255 * 2**F < 2**31.
     """
     n = x.shape[axis]
-    bits = _stretch_bits(n)
-    c = jnp.clip(jnp.asarray(c, jnp.int32), 0, n)
+    n_total = n if n_total is None else n_total
+    bits = _stretch_bits(n_total)
+    c = jnp.clip(jnp.asarray(c, jnp.int32), 0, n_total)
     q = jnp.round(float(2 ** (bits - 1)) / factor).astype(jnp.int32)
-    p = jnp.arange(n, dtype=jnp.int32)
+    p = jnp.asarray(origin, jnp.int32) + jnp.arange(n, dtype=jnp.int32)
     pos = (2 * c - 1) * (1 << (bits - 1)) + (2 * (p - c) + 1) * q
     i0 = pos >> bits  # arithmetic shift: floor, also below 0
     t = pos & ((1 << bits) - 1)
-    a = jnp.take(x, jnp.clip(i0, 0, n - 1), axis=axis).astype(jnp.int32)
-    b = jnp.take(x, jnp.clip(i0 + 1, 0, n - 1), axis=axis).astype(jnp.int32)
+
+    def read(i):  # image index -> x's values there (clamped to the image, then to x)
+        local = jnp.clip(jnp.clip(i, 0, n_total - 1) - origin, 0, n - 1)
+        return jnp.take(x, local, axis=axis).astype(jnp.int32)
+
+    a, b = read(i0), read(i0 + 1)
     shape = [1] * x.ndim
     shape[axis] = n
     t = t.reshape(shape)
     return ((a * ((1 << bits) - t) + b * t + (1 << (bits - 1))) >> bits).astype(jnp.uint8)
 
 
-def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array) -> Array:
+def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array, *,
+            origin: Array | None = None, full_shape: tuple[int, int] | None = None) -> Array:
     """Magnifies the content by `factor` along `axis` about the region's centre, linear.
 
     image: uint8[H, W, 3]; mask: bool[H, W]; center: int32[2] (row, col) - the square
@@ -287,14 +298,20 @@ def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array
     centre + (p - centre) / factor along `axis` (the other coordinate unchanged), linear
     interpolation between the two nearest pixels, positions clamped to the image; fixed point
     (positions to 2**-19 pixel or finer at 800 px), rounded half up. Returns uint8[H, W, 3].
+    A window: `image` and `mask` cut from a larger image of static `full_shape` (H, W) at
+    `origin` int32[2], center in that image's coordinates; exact when the window holds every
+    pixel the region reads (`edit_loop.extent`).
     """
     check_image(image, 3, "edits.stretch")
     _check_mask(image, mask, "stretch")
     center = jnp.asarray(center, jnp.int32)
+    origin = jnp.zeros(2, jnp.int32) if origin is None else jnp.asarray(origin, jnp.int32)
+    full_shape = image.shape[:2] if full_shape is None else full_shape
     factor = jnp.clip(jnp.asarray(factor, jnp.float32), *STRETCH_CLIP)
     # Both axes are resampled and one is selected, so `axis` stays a traced value.
-    out = jnp.where(axis == 0, _stretch_axis(image, 0, center[0], factor),
-                    _stretch_axis(image, 1, center[1], factor))
+    out = jnp.where(axis == 0,
+                    _stretch_axis(image, 0, center[0], factor, origin[0], full_shape[0]),
+                    _stretch_axis(image, 1, center[1], factor, origin[1], full_shape[1]))
     return _select(mask, out, image)
 
 

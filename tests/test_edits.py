@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from anomaly_jax import corruptions as C
+from anomaly_jax import edit_loop as EL
 from anomaly_jax import edit_sampling as ES
 from anomaly_jax import edits as E
 from anomaly_jax import regions as R
@@ -502,18 +503,31 @@ def test_bad_arguments_raise():
         E.erase(images[0], jnp.ones((S, S), jnp.int32))
 
 
-def test_mix_batchings_give_the_same_bits():
-    """lax.map (each image runs its own kind: the CPU default) and vmap (every branch for every
-    image) are two schedules of one computation."""
-    images, keys = smooth_images(6, seed=5), keys_for(6, 5)
-    weights = {"smudge": 1.0, "copy_move": 1.0}
-    runs = [jax.jit(functools.partial(ES.alter_batch_mix, weights=weights, region="free",
-                                      p_altered=0.75, batching=b))(jnp.asarray(images), keys)
-            for b in ("vmap", "map")]
-    kinds = set(np.asarray(runs[0][1]["kind"]).tolist())
-    assert kinds == {E.KIND_ORDER.index("smudge"), E.KIND_ORDER.index("copy_move")}
-    for a, b in zip(*(jax.tree.leaves(r) for r in runs)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert ES.mix_batching("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+def test_loop_schedule_gives_the_vmap_bits():
+    """edit_loop (the CPU default: each image edited on a window around its region, in place)
+    and vmap (every pixel of every image, every kind's branch) are two schedules of one
+    computation: every kind, clean examples, windows smaller than the image (64 px images:
+    sides 32 and 64). Free regions: their window mask is the harder one (a square's window mask is
+    `regions.square_mask` cut the same way)."""
+    region = "free"
+    n = 32
+    images, keys = smooth_images(n, 64, seed=5), keys_for(n, 5)
+    weights = {k: 1.0 for k in E.KIND_ORDER}
+    runs = [jax.jit(functools.partial(fn, weights=weights, region=region, p_altered=0.8))(
+        jnp.asarray(images), keys) for fn in (ES.alter_batch_mix, EL.alter_batch_loop)]
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(runs[0]), jax.tree.leaves(runs[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+    labels = runs[0][1]
+    assert set(np.asarray(labels["kind"])[np.asarray(labels["altered"])].tolist()) == set(
+        range(len(E.KIND_ORDER)))
+    assert not np.asarray(labels["altered"]).all()
+    # Both window sides are used by the local edits drawn here.
+    assert EL.window_sides(64) == (32, 64)
+    k_params = jax.vmap(ES._keys)(keys)[0]
+    sides = {int(EL._window_side(k, region, (64, 64), (32, 64), k_params[i]))
+             for i, k in enumerate(np.array(E.KIND_ORDER)[np.asarray(labels["kind"])])
+             if k in ES.LOCAL_EDITS}
+    assert sides == {0, 1}
+    assert EL.batching("auto") == ("loop" if jax.default_backend() == "cpu" else "vmap")
     with pytest.raises(ValueError, match="batching='scan'"):
-        ES.mix_batching("scan")
+        EL.batching("scan")

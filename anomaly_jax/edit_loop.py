@@ -1,0 +1,194 @@
+"""The CPU schedule of an edited batch: a loop over the images that alters each one on a
+window around its region, in place. Same bits as `edit_sampling.alter_batch_edits` /
+`alter_batch_mix` (their vmap schedule), at a cost that follows each image's own edit.
+
+Why: under vmap every image pays for every pixel (static shapes) and, in a mix, for every
+kind (lax.switch under vmap is a select). A CPU runs the images one after another anyway, so
+the loop (`lax.fori_loop`) lets each pay only for its own:
+* its kind: a lax.switch inside the loop is a real branch;
+* its window: an edit reads and writes only within `edit_sampling.edit_extent` of its
+  region's centre, so it runs on the smallest of a few static window sides (`window_sides`,
+  a factor sqrt(2) apart, so at most twice the area it needs) that holds those pixels -
+  another lax.switch, one compiled branch per side;
+* in place: the batch and its masks are the loop's carry, and only the window is written
+  back (dynamic_update_slice), so a donated batch is never copied. The images go from last
+  to first, so splice's donor, the previous image, is still unedited when read (the last
+  image, donor of the first, is kept aside).
+The window gives the whole image's bits: the region's mask depends only on offsets from the
+centre (`regions.mask_in_window`); smudge's blur reads at most its radius beyond the region
+and its edge replication only matters at the image border, where the window's edge is the
+image's; stretch's positions and clamp follow the image (`edits.stretch(origin=...)`);
+copy_move and splice read a window of their source of the same size. Erase (a push-pull fill
+over the whole image) and the seeds' kinds (sized to the image: scramble draws one sort key
+per image row) always take the whole image. tests/test_edits.py checks loop == vmap.
+
+What a researcher may change: WINDOW_MIN and the spacing of `window_sides` (compile time
+grows with the number of sides, the waste with their spacing).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from anomaly_jax.config import KIND_ORDER
+from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, LOCAL_EDITS, _branch, _EDIT_APPLY,
+                                       _keys, active_kinds, alter_batch_mix, edit_extent,
+                                       mix_thresholds, region_key)
+from anomaly_jax.edits import _check_region
+from anomaly_jax.example_labels import check_keys
+from anomaly_jax.regions import mask_in_window
+
+Array = jax.Array
+
+WINDOW_MIN = 32  # no window side below this (tiny windows: loop overhead, not pixels)
+SIDES_PER_OCTAVE = 1  # window sides n, n/2, n/4, ...: at most 4x the area an edit needs
+
+BATCHINGS = ("auto", "vmap", "loop")
+
+
+def batching(choice: str = "auto") -> str:
+    """"vmap" or "loop" for an edited batch (`alteration.alter_examples`); "auto": "loop" on
+    CPU, "vmap" elsewhere.
+
+    Measured on 2 CPU cores, 64 images of 800x800 (`scripts.profile_throughput --stage
+    corrupt`, docs/PERFORMANCE.md): the loop is several times faster for every edit. On a GPU
+    vmap stays the default until measured there: a loop launches each image's kernels one
+    after another, which small images (training crops) cannot fill a GPU with.
+    """
+    if choice not in BATCHINGS:
+        raise ValueError(f"edits: batching={choice!r}; expected one of {BATCHINGS}")
+    if choice == "auto":
+        return "loop" if jax.default_backend() == "cpu" else "vmap"
+    return choice
+
+
+def window_sides(n: int) -> tuple[int, ...]:
+    """The static window sides for an image whose larger side is n: n and ceil(n / sqrt(2)^k)
+    down to WINDOW_MIN, ascending (800: 36, 50, 71, 100, 142, 200, 283, 400, 566, 800)."""
+    sides = {n}
+    k = 1
+    while (side := math.ceil(n * 2 ** (-k / SIDES_PER_OCTAVE))) >= WINDOW_MIN:
+        sides.add(side)
+        k += 1
+    return tuple(sorted(sides))
+
+
+def window_origin(center: Array, size: tuple[int, int], shape: tuple[int, int]) -> Array:
+    """int32[2]: the top-left pixel of the window of static `size` centred on `center` and
+    moved inside the image `shape`. It holds the rows/columns [c - e, c + e) that lie in the
+    image whenever the side is at least 2e (or the image's)."""
+    half = jnp.array([size[0] // 2, size[1] // 2], jnp.int32)
+    hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
+    return jnp.clip(jnp.asarray(center, jnp.int32) - half, 0, hi)
+
+
+def _cut(batch: Array, i: Array, origin: Array, size: tuple[int, int]) -> Array:
+    """batch[i, o0:o0+h, o1:o1+w] (uint8[h, w, 3] or bool[h, w])."""
+    start = (i, origin[0], origin[1]) + (0,) * (batch.ndim - 3)
+    return lax.dynamic_slice(batch, start, (1, *size) + batch.shape[3:])[0]
+
+
+def _paste(batch: Array, i: Array, origin: Array, window: Array) -> Array:
+    start = (i, origin[0], origin[1]) + (0,) * (batch.ndim - 3)
+    return lax.dynamic_update_slice(batch, window[None], start)
+
+
+def _edit_window(kind, region, size, shape, originals, carry, i, k_params):
+    """Edit image i of the carry (images, masks) on a window of static `size`, in place."""
+    images, masks = carry
+    p = _SAMPLERS[kind](k_params, *shape, region)  # its whole-image mask is never used
+    origin = window_origin(p["center"], size, shape)
+    window = _cut(images, i, origin, size)
+    mask = mask_in_window(region_key(k_params), region, p["center"], p["half_size"], origin, size)
+    source, source_origin = window, origin
+    if EDIT_SOURCE[kind] is not None:
+        hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
+        source_origin = jnp.clip(origin + jnp.asarray(p["offset"], jnp.int32), 0, hi)
+        if EDIT_SOURCE[kind] == "image":  # not edited yet: each image is edited once
+            source = _cut(images, i, source_origin, size)
+        else:  # the donor as it came in (`edit_sampling.donors`)
+            source = _cut(originals, (i - 1) % originals.shape[0], source_origin, size)
+    out = _EDIT_APPLY[kind](window, source, mask, p, origin, source_origin, shape)
+    return _paste(images, i, origin, out), _paste(masks, i, origin, mask)
+
+
+def _edit_whole(kind, region, overflow, box_size, carry, i, k_params, k_extra):
+    """Alter image i of the carry with `edit_sampling`'s own branch, on the whole image."""
+    images, masks = carry
+    # No donor: splice, the only kind reading one, is local.
+    out, _, _, _, mask = _branch(kind, region, overflow, box_size)(images[i], images[i],
+                                                                   k_params, k_extra)
+    zero = jnp.zeros(2, jnp.int32)
+    return _paste(images, i, zero, out), _paste(masks, i, zero, mask)
+
+
+def _window_side(kind: str, region: str, shape: tuple[int, int], sides: tuple[int, ...],
+                 k_params: Array) -> Array:
+    """int32[]: the index in `sides` of the smallest window holding the edit's pixels."""
+    p = _SAMPLERS[kind](k_params, *shape, region)
+    need = 2 * edit_extent(kind, p, *shape)
+    return jnp.sum(need > jnp.asarray(sides[:-1], jnp.int32)).astype(jnp.int32)
+
+
+def alter_batch_loop(
+    images: Array, keys: Array, weights: dict[str, float], region: str = "square",
+    p_altered: float = 1.0, *, overflow: str = "wrap", box_size: int = 16,
+) -> tuple[Array, dict[str, Any]]:
+    """`edit_sampling.alter_batch_mix(images, keys, weights, ...)` by the loop schedule: the
+    same images and labels (kind included), bit for bit. A single kind is weights {kind: 1}:
+    then it equals `alter_batch_edits(kind, ...)` plus the kind label.
+
+    images: uint8[B, H, W, 3] (donate them: they are edited in place, except that with splice
+    drawn the donors are read from a copy); keys: key[B] or uint32[B, 2]; weights, region,
+    p_altered, overflow, box_size: static, as there.
+
+    The images are grouped by (kind, window side) and each group is one loop whose body is
+    that kind's edit on that window: a lax.switch would do the same per image, but XLA copies
+    the whole batch in and out of a conditional branch (one copy per image).
+    """
+    keys = check_keys(images, keys, "edit_loop.alter_batch_loop")
+    _check_region(region)
+    mix_thresholds(weights)  # fail before tracing on bad weights
+    n_images, height, width = images.shape[:3]
+    shape = (height, width)
+    sides = window_sides(max(shape))
+    # Every label but the mask from the vmap schedule itself: it reads only the keys, and XLA
+    # drops its pixel work (its images and masks are not used).
+    _, labels = alter_batch_mix(images, keys, weights, region, p_altered, overflow=overflow,
+                                box_size=box_size)
+    k_params, _, _, k_extra = jax.vmap(_keys)(keys)
+
+    # One group per (kind, window side), whole-image kinds a single group; the last: clean.
+    active, _ = active_kinds(weights)
+    groups, group = [], jnp.full(n_images, -1, jnp.int32)
+    for kind in active:
+        drawn = labels["altered"] & (labels["kind"] == KIND_ORDER.index(kind))
+        if kind in LOCAL_EDITS:
+            side = jax.vmap(lambda k, kind=kind: _window_side(kind, region, shape, sides, k))(
+                k_params)
+            group = jnp.where(drawn, len(groups) + side, group)
+            groups += [(kind, (min(s, height), min(s, width))) for s in sides]
+        else:
+            group = jnp.where(drawn, len(groups), group)
+            groups.append((kind, None))
+    group = jnp.where(group < 0, len(groups), group)
+    order = jnp.argsort(group, stable=True).astype(jnp.int32)
+    starts = jnp.concatenate([jnp.zeros(1, jnp.int32),
+                              jnp.cumsum(jnp.bincount(group, length=len(groups) + 1))])
+
+    carry = (images, jnp.zeros((n_images, height, width), bool))
+    for g, (kind, size) in enumerate(groups):
+        def body(j, carry, kind=kind, size=size):
+            i = order[j]
+            if size is None:
+                return _edit_whole(kind, region, overflow, box_size, carry, i,
+                                   k_params[i], k_extra[i])
+            return _edit_window(kind, region, size, shape, images, carry, i, k_params[i])
+
+        carry = lax.fori_loop(starts[g], starts[g + 1], body, carry)
+    out, masks = carry
+    return out, {**labels, "mask": masks}
