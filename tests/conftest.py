@@ -86,7 +86,8 @@ def make_dataset_recorded(monkeypatch):
 
 # Files with the longest tests first: xdist hands tests out in collection order, and a
 # 40-second subprocess test collected last leaves the other worker idle at the end.
-_SLOW_FIRST = ("test_multiprocess.py", "test_checkpoint.py", "test_localiser_mix.py")
+_SLOW_FIRST = ("test_multiprocess.py", "test_checkpoint.py", "test_localiser_mix.py",
+               "test_edit_loop.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from anomaly_jax import corruptions as C
-from anomaly_jax import edit_loop as EL
 from anomaly_jax import edit_sampling as ES
 from anomaly_jax import edits as E
 from anomaly_jax import regions as R
@@ -501,33 +500,3 @@ def test_bad_arguments_raise():
         ES.alter_batch_edits("erase", images, keys_for(3))
     with pytest.raises(ValueError, match="mask"):
         E.erase(images[0], jnp.ones((S, S), jnp.int32))
-
-
-def test_loop_schedule_gives_the_vmap_bits():
-    """edit_loop (the CPU default: each image edited on a window around its region, in place)
-    and vmap (every pixel of every image, every kind's branch) are two schedules of one
-    computation: every kind, clean examples, windows smaller than the image (64 px images:
-    sides 32 and 64). Free regions: their window mask is the harder one (a square's window mask is
-    `regions.square_mask` cut the same way)."""
-    region = "free"
-    n = 32
-    images, keys = smooth_images(n, 64, seed=5), keys_for(n, 5)
-    weights = {k: 1.0 for k in E.KIND_ORDER}
-    runs = [jax.jit(functools.partial(fn, weights=weights, region=region, p_altered=0.8))(
-        jnp.asarray(images), keys) for fn in (ES.alter_batch_mix, EL.alter_batch_loop)]
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(runs[0]), jax.tree.leaves(runs[1])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
-    labels = runs[0][1]
-    assert set(np.asarray(labels["kind"])[np.asarray(labels["altered"])].tolist()) == set(
-        range(len(E.KIND_ORDER)))
-    assert not np.asarray(labels["altered"]).all()
-    # Both window sides are used by the local edits drawn here.
-    assert EL.window_sides(64) == (32, 64)
-    k_params = jax.vmap(ES._keys)(keys)[0]
-    sides = {int(EL._window_side(k, region, (64, 64), (32, 64), k_params[i]))
-             for i, k in enumerate(np.array(E.KIND_ORDER)[np.asarray(labels["kind"])])
-             if k in ES.LOCAL_EDITS}
-    assert sides == {0, 1}
-    assert EL.batching("auto") == ("loop" if jax.default_backend() == "cpu" else "vmap")
-    with pytest.raises(ValueError, match="batching='scan'"):
-        EL.batching("scan")
