@@ -1,29 +1,30 @@
-"""The CPU schedule of an edited batch: a loop over the images that alters each one on a
+"""The CPU schedule of an edited batch: loops over the images that alter each one on a
 window around its region, in place. Same bits as `edit_sampling.alter_batch_edits` /
 `alter_batch_mix` (their vmap schedule), at a cost that follows each image's own edit.
 
 Why: under vmap every image pays for every pixel (static shapes) and, in a mix, for every
 kind (lax.switch under vmap is a select). A CPU runs the images one after another anyway, so
-the loop (`lax.fori_loop`) lets each pay only for its own:
-* its kind: a lax.switch inside the loop is a real branch;
-* its window: an edit reads and writes only within `edit_sampling.edit_extent` of its
-  region's centre, so it runs on the smallest of a few static window sides (`window_sides`,
-  a factor sqrt(2) apart, so at most twice the area it needs) that holds those pixels -
-  another lax.switch, one compiled branch per side;
-* in place: the batch and its masks are the loop's carry, and only the window is written
-  back (dynamic_update_slice), so a donated batch is never copied. The images go from last
-  to first, so splice's donor, the previous image, is still unedited when read (the last
-  image, donor of the first, is kept aside).
+here each pays only for its own:
+* its kind and its window: an edit reads and writes only within `edit_sampling.edit_extent`
+  of its region's centre, so it runs on the smallest of a few static window sides
+  (`window_sides`: n, n/2, n/4, ... so at most 4x the area it needs) that holds those
+  pixels. The images are grouped by (kind, side) and each group is one `lax.fori_loop` over
+  its members (a dynamic trip count) whose body is that kind's edit on that window;
+* in place: the batch and its masks are the loops' carry and only the window is written
+  back (dynamic_update_slice), so a donated batch is never copied - except for splice, whose
+  donor (the previous image as it came in, `edit_sampling.donors`) is read from the input.
+Not a lax.switch per image: XLA copies the whole batch into and out of every conditional
+branch that receives it, one copy per image (measured: 45-57 images/s for every kind).
 The window gives the whole image's bits: the region's mask depends only on offsets from the
 centre (`regions.mask_in_window`); smudge's blur reads at most its radius beyond the region
 and its edge replication only matters at the image border, where the window's edge is the
 image's; stretch's positions and clamp follow the image (`edits.stretch(origin=...)`);
 copy_move and splice read a window of their source of the same size. Erase (a push-pull fill
 over the whole image) and the seeds' kinds (sized to the image: scramble draws one sort key
-per image row) always take the whole image. tests/test_edits.py checks loop == vmap.
+per image row) always take the whole image. tests/test_edit_loop.py checks loop == vmap.
 
-What a researcher may change: WINDOW_MIN and the spacing of `window_sides` (compile time
-grows with the number of sides, the waste with their spacing).
+What a researcher may change: WINDOW_MIN and SIDES_PER_OCTAVE (compile time grows with the
+number of sides, the waste with their spacing: see docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ def batching(choice: str = "auto") -> str:
 
 
 def window_sides(n: int) -> tuple[int, ...]:
-    """The static window sides for an image whose larger side is n: n and ceil(n / sqrt(2)^k)
-    down to WINDOW_MIN, ascending (800: 36, 50, 71, 100, 142, 200, 283, 400, 566, 800)."""
+    """The static window sides for an image whose larger side is n: n and
+    ceil(n / 2^(k / SIDES_PER_OCTAVE)) down to WINDOW_MIN, ascending (800: 50, 100, 200, 400,
+    800; 128: 32, 64, 128; 64: 32, 64)."""
     sides = {n}
     k = 1
     while (side := math.ceil(n * 2 ** (-k / SIDES_PER_OCTAVE))) >= WINDOW_MIN:

@@ -6,10 +6,14 @@ same labels, `anomaly_jax.example_labels`), and also accepts the seeds' kinds, s
 `region="free"` works for them too; `alter_batch_mix(images, keys, weights)` draws a kind per
 example over KIND_ORDER. Each sampler `sample_<kind>(key, height, width, region)` draws the
 region (`anomaly_jax.regions`) and the kind's parameters from the example's key only.
+Both batch functions here are the vmap schedule; `anomaly_jax.edit_loop` gives the same bits
+by loops over the images on windows (the CPU default of `alteration.alter_examples`), using
+the per-kind tables below (`_EDIT_APPLY` on a window, `edit_extent`, `EDIT_SOURCE`).
 
 What a researcher may change: the sampling ranges (`STRETCH_FACTORS`, smudge's in
 `anomaly_jax.edits`, the offset rules in `sample_copy_move` / `sample_splice`) and, with a new
-kind, its sampler and its entries in `_SAMPLERS` / `_EDIT_APPLY`.
+kind, its sampler and its entries in `_SAMPLERS` / `_EDIT_APPLY` / `EDIT_SOURCE` (and in
+LOCAL_EDITS with its `edit_extent`, if it reads only near its region).
 """
 from __future__ import annotations
 

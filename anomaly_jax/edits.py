@@ -188,11 +188,28 @@ def _push(c: Array, w: Array) -> tuple[Array, Array]:
     ph, pw = h % 2, wd % 2
     c = jnp.pad(jnp.where(w[:, :, None], c, 0), ((0, ph), (0, pw), (0, 0)))
     w = jnp.pad(w, ((0, ph), (0, pw)))
-    h2, w2 = (h + ph) // 2, (wd + pw) // 2
-    count = w.astype(jnp.int32).reshape(h2, 2, w2, 2).sum(axis=(1, 3))[:, :, None]
-    total = c.reshape(h2, 2, w2, 2, -1).sum(axis=(1, 3))
-    c2 = jnp.where(count > 0, (2 * total + count) // jnp.maximum(2 * count, 1), 0)
-    return c2, count[:, :, 0] > 0
+    # The four children as strided slices, added: one fused elementwise loop (a reshape to
+    # [h', 2, w', 2, C] and a reduction over the 2s measured 1.6 ms at 800x800x3 here).
+    def blocks(x):
+        return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+
+    count = blocks(w.astype(jnp.int32))[:, :, None]
+    total = blocks(c)
+    return _block_mean(total, count), count[:, :, 0] > 0
+
+
+def _block_mean(total: Array, count: Array) -> Array:
+    """(2 total + count) // (2 count): the mean of `count` (1..4) known children rounded half
+    up, 0 where count is 0 - without an integer division, which x86 cannot vectorise (scalar
+    divisions were most of erase's time). Shifts for 1, 2 and 4 children; for 3,
+    floor(n / 6) = floor(floor(n / 2) / 3), the last as floor(float32(m) * float32(1/3)):
+    one rounded product, exact for every m < 2**23 (checked exhaustively), i.e. for
+    children's values below 2**21."""
+    n = 2 * total + count
+    by_three = jnp.floor((n >> 1).astype(jnp.float32) * jnp.float32(1 / 3)).astype(jnp.int32)
+    # Nested wheres (one fused select chain), not jnp.select (lowered to a reduction).
+    return jnp.where(count == 1, n >> 1, jnp.where(count == 2, n >> 2, jnp.where(
+        count == 3, by_three, jnp.where(count == 4, n >> 3, 0))))
 
 
 def _up2_axis(f: Array, axis: int, n_out: int) -> Array:
@@ -217,7 +234,7 @@ def push_pull_fill(values: Array, known: Array) -> Array:
     is known when any child is). Pull: from the top down, f = c where known, else the bilinear
     2x upsampling of the coarser f (rounded half up). Known pixels come back exactly; unknown
     ones get a smooth blend of the nearest known ones at every scale. Integer arithmetic
-    throughout (values up to 2**26 / 16); static shapes: log2 levels.
+    throughout (values in [0, 2**21): `_block_mean`); static shapes: log2 levels.
     """
     levels = [(values, known)]
     while levels[-1][1].shape != (1, 1):

@@ -342,6 +342,19 @@ def test_erase_at_odd_sizes_matches_reference():
     np.testing.assert_array_equal(outs[3], 0)
 
 
+def test_erase_block_mean_needs_no_division():
+    """push-pull's mean of 1..4 known children, (2 total + count) // (2 count), written with
+    shifts and a float32 multiply by 1/3: every total erase can meet (values <= 255 * 256),
+    and totals up to the documented bound (values < 2**21) at random and at its top."""
+    counts = np.arange(5, dtype=np.int32)
+    totals = np.concatenate([np.arange(4 * 255 * 256 + 1),
+                             np.random.default_rng(0).integers(0, 4 * (2**21 - 1), 200_000),
+                             4 * (2**21 - 1) - np.arange(4096)]).astype(np.int32)
+    t, c = np.meshgrid(totals, counts, indexing="ij")
+    ours = np.asarray(jax.jit(E._block_mean)(jnp.asarray(t), jnp.asarray(c)))
+    ref = np.where(c > 0, (2 * t.astype(np.int64) + c) // np.maximum(2 * c, 1), 0)
+    np.testing.assert_array_equal(ours, ref)
+
 def test_erase_fill_is_smooth_not_flat(mix_runs, apply_jit):
     images, keys, out, labels = mix_runs["free"]
     for i in rows_of(labels, "erase"):
