@@ -57,8 +57,9 @@ def batching(choice: str = "auto") -> str:
 
     Measured on 2 CPU cores, 64 images of 800x800 (`scripts.profile_throughput --stage
     corrupt`, docs/PERFORMANCE.md), against the vmap schedule (and, for the mix, the lax.map
-    one it replaces): smudge 77 -> 438 images/s, stretch 352 -> 822, copy_move 793 -> 3189,
-    the mix 311 -> 445 (free regions 187 -> 356); splice and erase about even. It compiles
+    one it replaces; two runs): smudge 77 -> 420-440 images/s, stretch 352 -> 800-820,
+    copy_move 793 -> 3190-3310, the mix 311 -> 370-445 (free regions 187 -> 320-360); splice
+    and erase about even. It compiles
     slower (the free mix at 800 px: ~39 s against ~7 s). On a GPU vmap stays the default
     until measured there: a loop launches each image's kernels one after another, which small
     images (training crops) cannot fill a GPU with.

@@ -73,9 +73,10 @@ def _localiser_mix(name: str) -> Config:
     likely) in free-form regions, 80% of crops altered, JPEG q75; validated on whole 800x800
     landscapes altered the same way, with pixel F1/IoU/AUC and image AUC per kind.
 
-    Measured on 2 CPU cores (2026-11-30): 15.7 min in all, at 50-59 crops/s (batch 16, 128x128
-    crops; the mix loops over the crops on CPU, so each runs only its own kind) and 3.3 s per
-    validation pass (16 whole 800x800 images): 64 landscapes, 16 of them validation, 48 + 12
+    Measured on 2 CPU cores (2026-11-30): 14.2 min in all, at 50-56 crops/s (batch 16, 128x128
+    crops; on CPU the mix loops over the crops, each edited on a window around its region:
+    `anomaly_jax.edit_loop`) and 3.4-3.7 s per validation pass (16 whole 800x800 images; the
+    first, compiling, 40 s): 64 landscapes, 16 of them validation, 48 + 12
     package photos x 40 crops = 150 steps per epoch, 16 epochs = 2400 steps. Its held-out
     figures are in the README; step 1200 and step 2400 of the same run scored alike there.
     """
