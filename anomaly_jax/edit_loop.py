@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from anomaly_jax.config import KIND_ORDER
-from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, LOCAL_EDITS, _branch, _EDIT_APPLY,
+from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, EDIT_STATIC, LOCAL_EDITS, _branch, _EDIT_APPLY,
                                        _keys, active_kinds, alter_batch_mix, edit_extent,
                                        mix_thresholds, region_key)
 from anomaly_jax.edits import _check_region
@@ -103,10 +103,12 @@ def _paste(batch: Array, i: Array, origin: Array, window: Array) -> Array:
     return lax.dynamic_update_slice(batch, window[None], start)
 
 
-def _edit_window(kind, region, size, shape, originals, carry, i, k_params):
-    """Edit image i of the carry (images, masks) on a window of static `size`, in place."""
+def _edit_window(kind, region, size, static, shape, originals, carry, i, k_params):
+    """Edit image i of the carry (images, masks) on a window of static `size`, in place;
+    `static`: {parameter: the group's Python value} (`EDIT_STATIC`), or {}."""
     images, masks = carry
     p = _SAMPLERS[kind](k_params, *shape, region)  # its whole-image mask is never used
+    p = {**p, **static}
     origin = window_origin(p["center"], size, shape)
     window = _cut(images, i, origin, size)
     mask = mask_in_window(region_key(k_params), region, p["center"], p["half_size"], origin, size)
@@ -168,32 +170,40 @@ def alter_batch_loop(
                                 box_size=box_size)
     k_params, _, _, k_extra = jax.vmap(_keys)(keys)
 
-    # One group per (kind, window side), whole-image kinds a single group; the last: clean.
+    # One group per (kind, window side[, static value]), whole-image kinds one group each; the
+    # last: the clean images.
     active, _ = active_kinds(weights)
     groups, group = [], jnp.full(n_images, -1, jnp.int32)
     for kind in active:
         drawn = labels["altered"] & (labels["kind"] == KIND_ORDER.index(kind))
         if kind in LOCAL_EDITS:
-            side = jax.vmap(lambda k, kind=kind: _window_side(kind, region, shape, sides, k))(
+            index = jax.vmap(lambda k, kind=kind: _window_side(kind, region, shape, sides, k))(
                 k_params)
-            group = jnp.where(drawn, len(groups) + side, group)
-            groups += [(kind, (min(s, height), min(s, width))) for s in sides]
+            name, values = EDIT_STATIC.get(kind, (None, (None,)))
+            if name is not None:  # groups (side, value): index * len(values) + value's index
+                value = jax.vmap(lambda k, kind=kind: _SAMPLERS[kind](k, *shape, region)[name])(
+                    k_params)
+                index = index * len(values) + jnp.searchsorted(jnp.asarray(values), value)
+            group = jnp.where(drawn, len(groups) + index, group)
+            groups += [(kind, (min(s, height), min(s, width)), {} if name is None else {name: v})
+                       for s in sides for v in values]
         else:
             group = jnp.where(drawn, len(groups), group)
-            groups.append((kind, None))
+            groups.append((kind, None, {}))
     group = jnp.where(group < 0, len(groups), group)
     order = jnp.argsort(group, stable=True).astype(jnp.int32)
     starts = jnp.concatenate([jnp.zeros(1, jnp.int32),
                               jnp.cumsum(jnp.bincount(group, length=len(groups) + 1))])
 
     carry = (images, jnp.zeros((n_images, height, width), bool))
-    for g, (kind, size) in enumerate(groups):
-        def body(j, carry, kind=kind, size=size):
+    for g, (kind, size, static) in enumerate(groups):
+        def body(j, carry, kind=kind, size=size, static=static):
             i = order[j]
             if size is None:
                 return _edit_whole(kind, region, overflow, box_size, carry, i,
                                    k_params[i], k_extra[i])
-            return _edit_window(kind, region, size, shape, images, carry, i, k_params[i])
+            return _edit_window(kind, region, size, static, shape, images, carry, i,
+                                k_params[i])
 
         carry = lax.fori_loop(starts[g], starts[g + 1], body, carry)
     out, masks = carry

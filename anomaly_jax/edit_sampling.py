@@ -177,6 +177,9 @@ _EDIT_APPLY = {
     "splice": lambda win, src, mask, p, o, so, shape: splice(win, src, mask,
                                                              o + p["offset"] - so),
 }
+# A parameter with few values that a loop may fix per group, so each image computes only its
+# own value's branch (stretch resamples both axes under vmap and selects one).
+EDIT_STATIC = {"stretch": ("axis", (0, 1))}
 # Whose pixels an edit copies (the window `source` above): none, its own image, the donor.
 EDIT_SOURCE = {"smudge": None, "erase": None, "stretch": None, "copy_move": "image",
                "splice": "donor"}

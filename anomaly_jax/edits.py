@@ -311,7 +311,7 @@ def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array
     image: uint8[H, W, 3]; mask: bool[H, W]; center: int32[2] (row, col) - the square
     [c-r, c+r) is centred on the pixel corner c, i.e. pixel coordinate c - 1/2;
     factor: float32[] clipped to STRETCH_CLIP (> 1 stretches); axis: int32[] 0 (rows:
-    vertical) or 1 (columns). Inside the mask, out[p] = image sampled at
+    vertical) or 1 (columns), or a Python int (then only that axis is computed). Inside the mask, out[p] = image sampled at
     centre + (p - centre) / factor along `axis` (the other coordinate unchanged), linear
     interpolation between the two nearest pixels, positions clamped to the image; fixed point
     (positions to 2**-19 pixel or finer at 800 px), rounded half up. Returns uint8[H, W, 3].
@@ -325,11 +325,13 @@ def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array
     origin = jnp.zeros(2, jnp.int32) if origin is None else jnp.asarray(origin, jnp.int32)
     full_shape = image.shape[:2] if full_shape is None else full_shape
     factor = jnp.clip(jnp.asarray(factor, jnp.float32), *STRETCH_CLIP)
-    # Both axes are resampled and one is selected, so `axis` stays a traced value.
-    out = jnp.where(axis == 0,
-                    _stretch_axis(image, 0, center[0], factor, origin[0], full_shape[0]),
-                    _stretch_axis(image, 1, center[1], factor, origin[1], full_shape[1]))
-    return _select(mask, out, image)
+    def along(a):
+        return _stretch_axis(image, a, center[a], factor, origin[a], full_shape[a])
+
+    if isinstance(axis, int):  # static (edit_loop groups by it): one axis only
+        return _select(mask, along(axis), image)
+    # Traced: both axes are resampled and one is selected.
+    return _select(mask, jnp.where(axis == 0, along(0), along(1)), image)
 
 
 # ----------------------------------------------------------------------------- copy / splice
