@@ -35,7 +35,8 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
       an edit, or an old kind on "free"    -> `edit_sampling.alter_batch_edits`;
       "mix"                                -> `edit_sampling.alter_batch_mix` with `mix_weights`;
     the last two by `edit_loop.alter_batch_loop` (the same bits) when `batching` (static;
-    `edit_loop.batching`: "auto" is "loop" on CPU) says "loop" - donate `images` then.
+    `edit_loop.batching`: "auto" is "loop" on CPU for images above 64 px) says "loop" -
+    donate `images` then.
     Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
     trip (as seed 1's photos were saved after the alteration): it changes pixels, never the
     labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
@@ -49,7 +50,7 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     if c.kind in SEED_KINDS and c.region == "square":
         out, labels = corruptions.alter_batch(c.kind, images, keys, p_altered=c.p_altered,
                                               overflow=c.overflow, box_size=c.box_size)
-    elif edit_loop.batching(batching) == "loop":
+    elif edit_loop.batching(batching, max(images.shape[1:3])) == "loop":
         weights = mix_weights(c) if c.kind == MIX_KIND else {c.kind: 1.0}
         out, labels = edit_loop.alter_batch_loop(images, keys, weights, c.region, c.p_altered,
                                                  overflow=c.overflow, box_size=c.box_size)

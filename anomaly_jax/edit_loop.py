@@ -19,9 +19,10 @@ The window gives the whole image's bits: the region's mask depends only on offse
 centre (`regions.mask_in_window`); smudge's blur reads at most its radius beyond the region
 and its edge replication only matters at the image border, where the window's edge is the
 image's; stretch's positions and clamp follow the image (`edits.stretch(origin=...)`);
-copy_move and splice read a window of their source of the same size. Erase (a push-pull fill
-over the whole image) and the seeds' kinds (sized to the image: scramble draws one sort key
-per image row) always take the whole image. tests/test_edit_loop.py checks loop == vmap.
+copy_move and splice read a window of their source of the same size; erase reads its whole
+image (the push-pull fill) but computes and writes only the window of its result. The seeds'
+kinds (sized to the image: scramble draws one sort key per image row) always take the whole
+image. tests/test_edit_loop.py checks loop == vmap.
 
 What a researcher may change: WINDOW_MIN and SIDES_PER_OCTAVE (compile time grows with the
 number of sides, the waste with their spacing: see docs/PERFORMANCE.md).
@@ -35,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from anomaly_jax.config import KIND_ORDER
-from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, EDIT_STATIC, LOCAL_EDITS, _branch, _EDIT_APPLY,
+from anomaly_jax.config import EDIT_KINDS, KIND_ORDER
+from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, EDIT_STATIC, _branch, _EDIT_APPLY,
                                        _keys, active_kinds, alter_batch_mix, edit_extent,
                                        mix_thresholds, region_key)
 from anomaly_jax.edits import _check_region
@@ -45,36 +46,42 @@ from anomaly_jax.regions import mask_in_window
 
 Array = jax.Array
 
-WINDOW_MIN = 32  # no window side below this (tiny windows: loop overhead, not pixels)
+# No window side below this: a smaller window saves too few pixels to pay for its compiled
+# loop (every side is one more loop per kind to compile). At 800 px no edit needs one anyway
+# (the seed's r >= 30: at least 60 px).
+WINDOW_MIN = 64
 SIDES_PER_OCTAVE = 1  # window sides n, n/2, n/4, ...: at most 4x the area an edit needs
 
 BATCHINGS = ("auto", "vmap", "loop")
 
 
-def batching(choice: str = "auto") -> str:
-    """"vmap" or "loop" for an edited batch (`alteration.alter_examples`); "auto": "loop" on
-    CPU, "vmap" elsewhere.
+def batching(choice: str = "auto", image_side: int | None = None) -> str:
+    """"vmap" or "loop" for an edited batch (`alteration.alter_examples`) of images whose larger
+    side is `image_side`; "auto": "loop" on CPU when a window smaller than the image exists
+    (image_side > WINDOW_MIN), else "vmap".
 
     Measured on 2 CPU cores, 64 images of 800x800 (`scripts.profile_throughput --stage
     corrupt`, docs/PERFORMANCE.md), against the vmap schedule (and, for the mix, the lax.map
-    one it replaces; two runs): smudge 77 -> 420-440 images/s, stretch 352 -> 800-820,
-    copy_move 793 -> 3190-3310, the mix 311 -> 370-445 (free regions 187 -> 320-360); splice
-    and erase about even. It compiles
-    slower (the free mix at 800 px: ~39 s against ~7 s). On a GPU vmap stays the default
-    until measured there: a loop launches each image's kernels one after another, which small
-    images (training crops) cannot fill a GPU with.
+    one it replaces): smudge 77 -> 420-440 images/s, stretch 352 -> 1595, copy_move
+    793 -> 3190-3310, erase 112 -> 230-235, the mix 311 -> 506 (free regions 187 -> 438);
+    splice about even. It compiles slower (one loop per kind and window side: the free mix at
+    800 px ~39 s against ~7 s), which is all it would bring on images of WINDOW_MIN px or
+    less (the 8-kind mix at 64 px: 12.8 s against 5.3 s to compile, for a run of a few ms).
+    On a GPU vmap stays the default until measured there: a loop launches each image's
+    kernels one after another, which small images (training crops) cannot fill a GPU with.
     """
     if choice not in BATCHINGS:
         raise ValueError(f"edits: batching={choice!r}; expected one of {BATCHINGS}")
     if choice == "auto":
-        return "loop" if jax.default_backend() == "cpu" else "vmap"
+        windows = image_side is None or image_side > WINDOW_MIN
+        return "loop" if jax.default_backend() == "cpu" and windows else "vmap"
     return choice
 
 
 def window_sides(n: int) -> tuple[int, ...]:
     """The static window sides for an image whose larger side is n: n and
-    ceil(n / 2^(k / SIDES_PER_OCTAVE)) down to WINDOW_MIN, ascending (800: 50, 100, 200, 400,
-    800; 128: 32, 64, 128; 64: 32, 64)."""
+    ceil(n / 2^(k / SIDES_PER_OCTAVE)) down to WINDOW_MIN, ascending (800: 100, 200, 400, 800;
+    128: 64, 128; 64 and below: n)."""
     sides = {n}
     k = 1
     while (side := math.ceil(n * 2 ** (-k / SIDES_PER_OCTAVE))) >= WINDOW_MIN:
@@ -113,7 +120,9 @@ def _edit_window(kind, region, size, static, shape, originals, carry, i, k_param
     window = _cut(images, i, origin, size)
     mask = mask_in_window(region_key(k_params), region, p["center"], p["half_size"], origin, size)
     source, source_origin = window, origin
-    if EDIT_SOURCE[kind] is not None:
+    if EDIT_SOURCE[kind] == "whole":  # read before anything is written back: untouched
+        source = images[i]
+    elif EDIT_SOURCE[kind] is not None:
         hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
         source_origin = jnp.clip(origin + jnp.asarray(p["offset"], jnp.int32), 0, hi)
         if EDIT_SOURCE[kind] == "image":  # not edited yet: each image is edited once
@@ -176,7 +185,7 @@ def alter_batch_loop(
     groups, group = [], jnp.full(n_images, -1, jnp.int32)
     for kind in active:
         drawn = labels["altered"] & (labels["kind"] == KIND_ORDER.index(kind))
-        if kind in LOCAL_EDITS:
+        if kind in EDIT_KINDS:
             index = jax.vmap(lambda k, kind=kind: _window_side(kind, region, shape, sides, k))(
                 k_params)
             name, values = EDIT_STATIC.get(kind, (None, (None,)))

@@ -21,12 +21,12 @@ from tests.test_edits import keys_for, smooth_images
 def test_loop_schedule_gives_the_vmap_bits():
     """edit_loop (the CPU default: each image edited on a window around its region, in place)
     and vmap (every pixel of every image, every kind's branch) are two schedules of one
-    computation. Every path of the loop: the four local edits on windows smaller than the
-    image (64 px images: sides 32 and 64), erase and a seed kind on the whole image, clean
-    examples. Free regions: their window mask is the harder one (a square's window mask is
-    `regions.square_mask` cut the same way)."""
-    n = 32
-    images, keys = smooth_images(n, 64, seed=5), keys_for(n, 5)
+    computation. Every path of the loop: the five edits on windows smaller than the image
+    (128 px images: sides 64 and 128; erase reading its whole image, stretch grouped by axis),
+    a seed kind on the whole image, clean examples. Free regions: their window mask is the
+    harder one (a square's window mask is `regions.square_mask` cut the same way)."""
+    n = 24
+    images, keys = smooth_images(n, 128, seed=5), keys_for(n, 5)
     kinds = ("discolor", "smudge", "erase", "stretch", "copy_move", "splice")
     weights = {k: 1.0 for k in kinds}
     runs = [jax.jit(functools.partial(fn, weights=weights, region="free", p_altered=0.8))(
@@ -38,10 +38,13 @@ def test_loop_schedule_gives_the_vmap_bits():
     assert set(drawn.tolist()) == {E.KIND_ORDER.index(k) for k in kinds}
     assert not labels["altered"].all()
     # Both window sides are used: copy_move and splice need a side of 2r (their extent).
-    assert EL.window_sides(64) == (32, 64)
+    assert EL.window_sides(128) == (64, 128)
     copies = labels["altered"] & np.isin(labels["kind"], [E.KIND_ORDER.index("copy_move"),
                                                           E.KIND_ORDER.index("splice")])
-    assert {bool(2 * r <= 32) for r in labels["half_size"][copies]} == {True, False}
-    assert EL.batching("auto") == ("loop" if jax.default_backend() == "cpu" else "vmap")
+    assert {bool(2 * r <= 64) for r in labels["half_size"][copies]} == {True, False}
+    cpu = jax.default_backend() == "cpu"
+    assert EL.batching("auto", 128) == ("loop" if cpu else "vmap")
+    assert EL.batching("auto", 64) == "vmap"  # no window smaller than the image
+    assert EL.batching("loop", 64) == "loop"
     with pytest.raises(ValueError, match="batching='scan'"):
         EL.batching("scan")
