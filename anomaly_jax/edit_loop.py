@@ -5,7 +5,7 @@ window around its region, in place. Same bits as `edit_sampling.alter_batch_edit
 Why: under vmap every image pays for every pixel (static shapes) and, in a mix, for every
 kind (lax.switch under vmap is a select). A CPU runs the images one after another anyway, so
 here each pays only for its own:
-* its kind and its window: an edit reads and writes only within `edit_sampling.edit_extent`
+* its kind and its window: an edit reads and writes only within `edit_windows.edit_extent`
   of its region's centre, so it runs on the smallest of a few static window sides
   (`window_sides`: n, n/2, n/4, ... so at most 4x the area it needs) that holds those
   pixels. The images are grouped by (kind, side) and each group is one `lax.fori_loop` over
@@ -37,9 +37,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from anomaly_jax.config import EDIT_KINDS, KIND_ORDER
-from anomaly_jax.edit_sampling import (_SAMPLERS, EDIT_SOURCE, EDIT_STATIC, _branch, _EDIT_APPLY,
-                                       _keys, active_kinds, alter_batch_mix, edit_extent,
+from anomaly_jax.edit_sampling import (_SAMPLERS, _branch, _keys, active_kinds, alter_batch_mix,
                                        mix_thresholds, region_key)
+from anomaly_jax.edit_windows import EDIT_APPLY, EDIT_SOURCE, EDIT_STATIC, edit_extent
 from anomaly_jax.edits import _check_region
 from anomaly_jax.example_labels import check_keys
 from anomaly_jax.regions import mask_in_window
@@ -129,7 +129,7 @@ def _edit_window(kind, region, size, static, shape, originals, carry, i, k_param
             source = _cut(images, i, source_origin, size)
         else:  # the donor as it came in (`edit_sampling.donors`)
             source = _cut(originals, (i - 1) % originals.shape[0], source_origin, size)
-    out = _EDIT_APPLY[kind](window, source, mask, p, origin, source_origin, shape)
+    out = EDIT_APPLY[kind](window, source, mask, p, origin, source_origin, shape)
     return _paste(images, i, origin, out), _paste(masks, i, origin, mask)
 
 

@@ -7,14 +7,12 @@ same labels, `anomaly_jax.example_labels`), and also accepts the seeds' kinds, s
 example over KIND_ORDER. Each sampler `sample_<kind>(key, height, width, region)` draws the
 region (`anomaly_jax.regions`) and the kind's parameters from the example's key only.
 Both batch functions here are the vmap schedule; `anomaly_jax.edit_loop` gives the same bits
-by loops over the images on windows (the CPU default of `alteration.alter_examples`), using
-the per-kind tables below (`_EDIT_APPLY` on a window, `edit_extent`, `EDIT_SOURCE`,
-`EDIT_STATIC`).
+by loops over the images on windows (the CPU default of `alteration.alter_examples`); both
+apply each edit through `anomaly_jax.edit_windows`.
 
 What a researcher may change: the sampling ranges (`STRETCH_FACTORS`, smudge's in
 `anomaly_jax.edits`, the offset rules in `sample_copy_move` / `sample_splice`) and, with a new
-kind, its sampler and its entries in `_SAMPLERS` / `_EDIT_APPLY` / `EDIT_SOURCE` and its
-`edit_extent`.
+kind, its sampler and its entry in `_SAMPLERS` (and its entries in `edit_windows`).
 """
 from __future__ import annotations
 
@@ -29,8 +27,8 @@ from jax import lax
 from anomaly_jax import corruptions
 from anomaly_jax.config import EDIT_KINDS, KIND_ORDER
 from anomaly_jax.config import SEED_KINDS as OLD_KINDS
-from anomaly_jax.edits import (STRETCH_CLIP, _check_region, _select, erase, smudge,
-                               smudge_radius, smudge_sigma_range, splice, stretch)
+from anomaly_jax.edit_windows import EDIT_APPLY, EDIT_SOURCE
+from anomaly_jax.edits import _check_region, _select, smudge_sigma_range
 from anomaly_jax.example_labels import (altered_coin, check_image, check_keys, example_labels,
                                         typed_key)
 from anomaly_jax.regions import free_mask, sample_region
@@ -161,52 +159,7 @@ _SAMPLERS = {
     "copy_move": sample_copy_move,
     "splice": sample_splice,
 }
-
-# Each edit on a window of its image: (window uint8[h, w, 3], source, mask bool[h, w],
-# params, origin int32[2], source_origin int32[2], (H, W)) -> uint8[h, w, 3].
-# The window's top-left pixel is `origin` in an image of static shape (H, W); `source` is what
-# the edit reads beyond the window (EDIT_SOURCE): for copy_move / splice the window of their
-# own image / the donor at source_origin, for erase its whole image (the fill reads every
-# pixel; only the window of the result is computed and returned).
-# The whole image is the window at origin 0 (`_edit_branch`); `edit_loop` passes smaller ones.
-_EDIT_APPLY = {
-    "smudge": lambda win, src, mask, p, o, so, shape: smudge(win, mask, p["sigma"],
-                                                             smudge_radius(*shape)),
-    "erase": lambda win, src, mask, p, o, so, shape: erase(src, p["mask"],
-                                                           window=(o, win.shape[:2])),
-    "stretch": lambda win, src, mask, p, o, so, shape: stretch(
-        win, mask, p["center"], p["factor"], p["axis"], origin=o, full_shape=shape),
-    "copy_move": lambda win, src, mask, p, o, so, shape: splice(win, src, mask,
-                                                                o + p["offset"] - so),
-    "splice": lambda win, src, mask, p, o, so, shape: splice(win, src, mask,
-                                                             o + p["offset"] - so),
-}
-# A parameter with few values that a loop may fix per group, so each image computes only its
-# own value's branch (stretch resamples both axes under vmap and selects one).
-EDIT_STATIC = {"stretch": ("axis", (0, 1))}
-# What an edit reads beyond its window (the `source` above): nothing, a window of its own
-# image or of the donor, or its whole image.
-EDIT_SOURCE = {"smudge": None, "erase": "whole", "stretch": None, "copy_move": "image",
-               "splice": "donor"}
-
-
-def edit_extent(kind: str, p: dict[str, Array], height: int, width: int) -> Array:
-    """int32[]: e such that the edit of the region of params p changes only pixels within e of
-    its centre along each axis (rows and columns [c - e, c + e)) and reads, besides its source
-    (EDIT_SOURCE), only pixels there too: a window holding those gives the whole image's
-    result."""
-    r = jnp.asarray(p["half_size"], jnp.int32)
-    if kind in ("copy_move", "splice", "erase"):  # the region; reads: their source
-        return r
-    if kind == "smudge":  # the blur reads its radius beyond the region
-        return r + smudge_radius(height, width)
-    if kind == "stretch":  # reads up to r / factor from the centre (> r when shrinking), +1 px
-        factor = jnp.minimum(jnp.clip(p["factor"], *STRETCH_CLIP), 1.0)
-        return jnp.maximum(r, jnp.ceil(r.astype(jnp.float32) / factor).astype(jnp.int32) + 2)
-    raise ValueError(f"edits: {kind!r} is not one of the edits {EDIT_KINDS}")
-
-
-assert tuple(_SAMPLERS) == tuple(_EDIT_APPLY) == tuple(EDIT_SOURCE) == EDIT_KINDS
+assert tuple(_SAMPLERS) == EDIT_KINDS
 
 
 # ----------------------------------------------------------------------------- batches
@@ -219,7 +172,7 @@ def _edit_branch(kind, region, image, donor, k_params, k_extra):
     p = _SAMPLERS[kind](k_params, *image.shape[:2], region)
     source = donor if EDIT_SOURCE[kind] == "donor" else image
     zero = jnp.zeros(2, jnp.int32)
-    out = _EDIT_APPLY[kind](image, source, p["mask"], p, zero, zero, image.shape[:2])
+    out = EDIT_APPLY[kind](image, source, p["mask"], p, zero, zero, image.shape[:2])
     return out, p["center"], p["half_size"], jnp.float32(1.0), p["mask"]
 
 
