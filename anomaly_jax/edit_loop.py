@@ -143,10 +143,9 @@ def _edit_whole(kind, region, overflow, box_size, carry, i, k_params, k_extra):
     return _paste(images, i, zero, out), _paste(masks, i, zero, mask)
 
 
-def _window_side(kind: str, region: str, shape: tuple[int, int], sides: tuple[int, ...],
-                 k_params: Array) -> Array:
+def _window_side(kind: str, p: dict[str, Array], shape: tuple[int, int],
+                 sides: tuple[int, ...]) -> Array:
     """int32[]: the index in `sides` of the smallest window holding the edit's pixels."""
-    p = _SAMPLERS[kind](k_params, *shape, region)
     need = 2 * edit_extent(kind, p, *shape)
     return jnp.sum(need > jnp.asarray(sides[:-1], jnp.int32)).astype(jnp.int32)
 
@@ -186,13 +185,12 @@ def alter_batch_loop(
     for kind in active:
         drawn = labels["altered"] & (labels["kind"] == KIND_ORDER.index(kind))
         if kind in EDIT_KINDS:
-            index = jax.vmap(lambda k, kind=kind: _window_side(kind, region, shape, sides, k))(
-                k_params)
+            # The parameters but the mask (unused, so XLA drops it), drawn once per kind.
+            params = jax.vmap(lambda k, kind=kind: _SAMPLERS[kind](k, *shape, region))(k_params)
+            index = jax.vmap(lambda p, kind=kind: _window_side(kind, p, shape, sides))(params)
             name, values = EDIT_STATIC.get(kind, (None, (None,)))
             if name is not None:  # groups (side, value): index * len(values) + value's index
-                value = jax.vmap(lambda k, kind=kind: _SAMPLERS[kind](k, *shape, region)[name])(
-                    k_params)
-                index = index * len(values) + jnp.searchsorted(jnp.asarray(values), value)
+                index = index * len(values) + jnp.searchsorted(jnp.asarray(values), params[name])
             group = jnp.where(drawn, len(groups) + index, group)
             groups += [(kind, (min(s, height), min(s, width)), {} if name is None else {name: v})
                        for s in sides for v in values]
