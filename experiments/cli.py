@@ -25,8 +25,11 @@ def guarded(body: Callable[[], int], *, debug: bool,
     from anomaly_jax.errors import exit_code, user_error
     if not debug:
         # Orbax logs an asynchronous save's failure from each of its threads, with a
-        # traceback each; the error itself reaches us, and is reported once, below.
+        # traceback each; the error itself reaches us, and is reported once, below. asyncio
+        # does the same for the failed write's coroutine when it is collected before Orbax
+        # reads its result ("Task exception was never retrieved": seen under load, disk full).
         logging.getLogger("absl").setLevel(logging.CRITICAL)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         sys.unraisablehook = _quiet_closed_event_loops
     try:
         return body()

@@ -325,13 +325,13 @@ def test_full_then_read_only_disk_are_one_line_and_resume_after(uninterrupted, s
     workdir = small_disk / "run"
     out, err = cli(workdir).communicate(timeout=300)
     lines = err.strip().splitlines()
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err  # the whole stderr: which library printed it
     assert re.fullmatch(r"error: .*/checkpoints: a checkpoint could not be written \(No space "
                         r"left on device\); checkpoint 3 is intact — .*", lines[-1]), lines[-1]
     remount(small_disk, "ro")
     proc = cli(workdir)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in err
+    assert proc.returncode == 1 and "Traceback" not in err, err
     assert re.fullmatch(r"error: .*: Read-only file system; .*rerun to resume .*",
                         err.strip().splitlines()[-1])
     remount(small_disk, "rw,size=16m")
