@@ -134,6 +134,12 @@ def _header_size(path: str, apply_exif: bool) -> tuple[int, int]:
         return height, width
 
 
+def header_size(path: str) -> tuple[int, int]:
+    """(height, width) of an image file as decode_image sees it (EXIF turns applied), from its
+    header only. Raises UnreadableImage like decode_image."""
+    return _header_size(path, True)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ReadFile:
     """grain map: path -> (image uint8[S,S,3] | None, (H, W), error reason or "").

@@ -39,6 +39,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from anomaly_jax import squares
 
@@ -120,3 +121,58 @@ def locate(images: jax.Array, prior: squares.SquarePrior,
     def one(image):
         return squares.best_square(edge_evidence(image, params), prior, power=0.5)
     return jax.lax.map(one, images)
+
+
+# ----------------------------------------------------------------- how visible is a square?
+
+VISIBILITY_OFFSETS = 20  # parallel lines compared on each side of an edge
+VISIBILITY_GAP = 2  # lines this close to the edge share its JPEG-smeared step: not compared
+
+
+def edge_visibility(image: np.ndarray, center: tuple[int, int], half_size: int,
+                    width: int = PhysicsParams.width) -> dict[str, np.ndarray]:
+    """How far each edge of a known square stands out from the lines parallel to it.
+
+    image: uint8[H, W, 3]; center (row, col) and half_size in pixels (the square is rows
+    [x-r, x+r), cols [y-r, y+r)). For each edge (`squares.EDGE_NAMES` order) and each offset
+    d in [-VISIBILITY_OFFSETS, VISIBILITY_OFFSETS], the line d pixels from the edge scores the
+    median along the line of this baseline's per-boundary step (the median over R, G, B of the
+    log step between `width`-pixel means), signed so that a gain step into the square is
+    positive. A line that leaves the image scores NaN.
+
+    Returns {"step": float64[4] (the edge's own score: about log(ratio) when the step is
+    there), "z": float64[4] (the edge's score minus the mean of the lines further than
+    VISIBILITY_GAP from it, over their standard deviation: how an ideal straight-line detector
+    that knew where to look would see it)}. An oracle for analysis, not a locator: a square
+    whose four z are a few units is at the noise floor of any method reading its edges.
+    """
+    log_img = np.log(np.asarray(image, np.float64) + 1.0)
+    h, w = log_img.shape[:2]
+    x, y, r = int(center[0]), int(center[1]), int(half_size)
+    offsets = np.arange(-VISIBILITY_OFFSETS, VISIBILITY_OFFSETS + 1)
+    scores = np.full((4, offsets.size), np.nan)
+    # (boundary index along the perpendicular axis, sign, axis, span along the edge)
+    edges = ((x - r, 1, 0, (y - r, y + r)), (x + r, -1, 0, (y - r, y + r)),
+             (y - r, 1, 1, (x - r, x + r)), (y + r, -1, 1, (x - r, x + r)))
+    for k, (boundary, sign, axis, (lo, hi)) in enumerate(edges):
+        n = h if axis == 0 else w
+        lo, hi = max(lo, 0), min(hi, w if axis == 0 else h)
+        for i, d in enumerate(offsets):
+            b = boundary + d
+            if b - width < 0 or b + width > n or hi <= lo:
+                continue
+            if axis == 0:
+                before = log_img[b - width:b, lo:hi].mean(axis=0)
+                after = log_img[b:b + width, lo:hi].mean(axis=0)
+            else:
+                before = log_img[lo:hi, b - width:b].mean(axis=1)
+                after = log_img[lo:hi, b:b + width].mean(axis=1)
+            scores[k, i] = sign * np.median(np.median(after - before, axis=-1))
+    far = np.abs(offsets) > VISIBILITY_GAP
+    others = scores[:, far]
+    with np.errstate(invalid="ignore"):
+        # A floor on the spread: parallel lines in a flat (e.g. saturated) area all score
+        # exactly 0, and an edge there is then very visible, not infinitely so.
+        spread = np.maximum(np.nanstd(others, axis=1), 1e-4)
+        z = (scores[:, VISIBILITY_OFFSETS] - np.nanmean(others, axis=1)) / spread
+    return {"step": scores[:, VISIBILITY_OFFSETS], "z": z}

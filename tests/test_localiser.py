@@ -199,3 +199,15 @@ def test_decoy_frames_are_flat_bands_on_the_sides_and_leave_targets_alone():
     p = augment.CropParams(crop=32, p_altered=0.0, jpeg_quality=0, p_frame=1.0)
     _, targets, _ = crop_example(image, jnp.array([48, 48]), jax.random.key(3), p)
     assert not bool(targets.any())  # a frame is not a square
+
+
+def test_edge_visibility_sees_a_planted_square_and_not_its_absence():
+    rng = np.random.default_rng(5)
+    image = np.clip(np.round(rng.normal(120, 6.0, size=(64, 64, 3))), 0, 255).astype(np.uint8)
+    altered = np.asarray(corruptions.discolor(jnp.asarray(image), jnp.array([30, 34]),
+                                              jnp.int32(12), jnp.float32(1.10), "wrap"))
+    seen = physics.edge_visibility(altered, (30, 34), 12)
+    np.testing.assert_allclose(seen["step"], np.log(1.10), atol=0.03)
+    assert (seen["z"] > 4).all()
+    clean = physics.edge_visibility(image, (30, 34), 12)
+    assert (np.abs(clean["step"]) < 0.03).all() and (np.abs(clean["z"]) < 4).all()
