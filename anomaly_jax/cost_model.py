@@ -99,6 +99,12 @@ def device_peak() -> Peak | None:
     return gpu_peak(device.device_kind) if device.platform == "gpu" else None
 
 
+def ceiling_images_per_s(flops: float, nbytes: float, images_per_step: int,
+                         flops_per_s: float, bytes_per_s: float) -> float:
+    """The roofline: images per second if a step took max(FLOPs / peak, bytes / bandwidth)."""
+    return images_per_step / max(flops / flops_per_s, nbytes / bytes_per_s)
+
+
 def step_figures(step_s: float, images_per_step: int, cost: dict[str, float | None],
                  dtype: str, peak: Peak | None) -> dict[str, Any]:
     """images/s, ms/step, achieved TFLOP/s and GB/s per device, and with a `peak` the MFU,
@@ -119,9 +125,10 @@ def step_figures(step_s: float, images_per_step: int, cost: dict[str, float | No
     }
     if peak is not None and flops is not None and nbytes is not None:
         pf, which = peak_flops(peak, dtype)
-        floor_s = max(flops / pf, nbytes / peak.hbm_bytes_per_s)
         out.update(mfu=round(flops / step_s / pf, 4),
                    hbm_share=round(nbytes / step_s / peak.hbm_bytes_per_s, 4),
-                   ceiling_images_per_s=round(images_per_step / floor_s, 1),
+                   ceiling_images_per_s=round(
+                       ceiling_images_per_s(flops, nbytes, images_per_step, pf,
+                                            peak.hbm_bytes_per_s), 1),
                    peak=f"{which} {pf / 1e12:.0f} TFLOP/s, {peak.hbm_bytes_per_s / 1e12:.2f} TB/s")
     return out

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax import alteration
+from anomaly_jax import alteration, cost_model
 from anomaly_jax.config import Config
 
 
@@ -160,15 +160,17 @@ def measure_input(data_dir: str | None, size: int = 800, n: int = 40,
 # ----------------------------------------------------------------------------- corrupt stage
 
 
-def corrupt_fn(config: Config, donate: bool) -> Callable:
+def corrupt_fn(config: Config, donate: bool, batching: str = "auto") -> Callable:
     """(images uint8[B,H,W,3], key) -> (altered images, small labels), the sampler inside the
-    jit as in the train step. The mask label is not returned, so XLA does not build it."""
+    jit as in the train step. The mask label is not returned, so XLA does not build it.
+    batching: `alteration.alter_examples`'s ("vmap": the accelerator's schedule anywhere)."""
     c = config.corruption
 
     def alter(images, key):
         # The trainer's way: keys from (key, example id); no JPEG (its own row measures it).
         ids = jnp.arange(images.shape[0], dtype=jnp.int32)
-        out, labels = alteration.alter_examples(c, images, key, ids, jpeg_roundtrip=False)
+        out, labels = alteration.alter_examples(c, images, key, ids, jpeg_roundtrip=False,
+                                                batching=batching)
         return out, {k: labels[k] for k in ("center", "half_size", "ratio", "altered")}
 
     return jax.jit(alter, donate_argnums=(0,) if donate else ())
@@ -193,6 +195,31 @@ def measure_corrupt(config: Config, batch: int, steps: int, donate: bool) -> flo
 
     seconds, _ = time_calls(step, (images, None, 0), steps)
     return batch / seconds
+
+
+def corrupt_gpu_ceilings(config: Config, batch: int) -> dict[str, Any]:
+    """An ESTIMATE, not a measurement: the roofline ceiling of the corrupt stage's accelerator
+    schedule (batching "vmap", donated) on each GPU of `cost_model.GPU_PEAKS`, from XLA's cost
+    analysis of that program compiled for THIS backend (nothing runs).
+
+    FLOPs are elementwise and integer, so the FP32 (CUDA core) peak bounds them, not tensor
+    cores. XLA:CPU's bytes count every operand of every fused op - an upper bound on HBM
+    traffic (XLA:GPU fuses more) - and no roofline sees kernel launches, so a real GPU will
+    be slower than these ceilings; only a GPU run says by how much.
+    Returns {"bytes_per_image", "flops_per_image", "ceilings": {gpu name: images/s}}.
+    """
+    size = config.data.image_size
+    images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)
+    compiled = corrupt_fn(config, True, "vmap").lower(images, jax.random.key(0)).compile()
+    cost = cost_model.cost_per_device(compiled.cost_analysis())
+    if cost["flops"] is None or cost["bytes"] is None:
+        return {"bytes_per_image": None, "flops_per_image": None, "ceilings": {}}
+    ceilings = {name: round(cost_model.ceiling_images_per_s(
+                    cost["flops"], cost["bytes"], batch, peak.fp32_flops,
+                    peak.hbm_bytes_per_s), 1)
+                for name, peak in cost_model.GPU_PEAKS}
+    return {"bytes_per_image": cost["bytes"] / batch, "flops_per_image": cost["flops"] / batch,
+            "ceilings": ceilings}
 
 
 def measure_landscapes(size: int, n: int, steps: int) -> float | None:

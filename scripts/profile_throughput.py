@@ -10,7 +10,9 @@ Stages (STAGES: name -> function(config, args) -> dict of figures; `all` runs th
 train and eval live in scripts/profile_steps.py, epoch in scripts/profile_epoch.py, what the stages share in
 scripts/profile_common.py):
   input    cold JPEG decode (grain) vs. batches from the decoded-once cache
-  corrupt  the on-device alteration alone, vs. the numpy peer; the JPEG round trip vs. Pillow
+  corrupt  the on-device alteration alone, vs. the numpy peer; the JPEG round trip vs. Pillow;
+           off a GPU, also the roofline ceiling of the GPU schedule on H100/H200 - an ESTIMATE
+           from XLA's cost analysis (profiling.corrupt_gpu_ceilings), labelled as such
   train    the real pmapped train step (anomaly_jax.train), for each K of --k, vs. the torch peer
   eval     the pmapped eval step
   epoch    two epochs through train_and_evaluate on a seed-format folder, vs. the torch pipeline
@@ -38,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_jax.profiling import (device_name, format_table, load_average, measure_corrupt,
+from anomaly_jax.profiling import (corrupt_gpu_ceilings, device_name, format_table, load_average,
+                                   measure_corrupt,
                                    measure_input, measure_jpeg, measure_landscapes, row,
                                    time_calls)
 from anomaly_jax.config import EDIT_KINDS, MIX_KIND, Config, apply_overrides
@@ -79,6 +82,17 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"  numpy peer (numpy_discolor.py, best of 3): {peer:10.1f} images/s  "
                     f"{peer * gb_per_image:6.2f} GB/s")
                 log(f"  ratio ours/numpy: {ips / peer:.2f}x (not donated: {ips_copy / peer:.2f}x)")
+    estimate = None
+    if jax.devices()[0].platform != "gpu":  # on a GPU the figures above are the measurement
+        estimate = corrupt_gpu_ceilings(config, batch)
+        if estimate["ceilings"]:
+            h100, h200 = estimate["ceilings"]["h100"], estimate["ceilings"]["h200"]
+            versus = f"; {h100 / peer:.0f}x / {h200 / peer:.0f}x the peer" if peer else ""
+            backend = jax.devices()[0].platform
+            log(f"  ESTIMATE, not measured: roofline ceiling of the vmap (GPU) schedule, "
+                f"H100 SXM {h100:,.0f} / H200 {h200:,.0f} images/s{versus} (XLA:{backend} "
+                f"cost analysis, {estimate['bytes_per_image'] / 1e6:.1f} MB per image: an "
+                "upper bound on HBM traffic; launches not counted)")
     # After the peer, so that ours and the peer's figures are taken back to back.
     n_land = min(batch, 16)
     land = measure_landscapes(size, n_land, max(3, steps // 3))
@@ -121,6 +135,9 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         "jpeg_images_per_s": round(jpeg_ips, 2),
         "pillow_jpeg_images_per_s": round(pillow_ips, 2),
         "jpeg_ratio_vs_pillow": round(jpeg_ips / pillow_ips, 3),
+        # An estimate from XLA's cost analysis (see profiling.corrupt_gpu_ceilings), not a
+        # measurement; None on a GPU, where the figures above are measured.
+        "gpu_ceiling_estimate": estimate,
     }
 
 

@@ -74,6 +74,21 @@ def test_step_figures_arithmetic():
     assert cpu["mfu"] is None and cpu["tflop_per_s"] is None and cpu["images_per_s"] == 200.0
 
 
+def test_corrupt_gpu_ceilings_are_the_roofline_of_the_vmap_program():
+    from anomaly_jax.config import apply_overrides
+    from experiments.configs import get_config
+    config = apply_overrides(get_config("cnn_lowlr"), ["corruption.kind=copy_move",
+                                                       "data.image_size=64"])
+    got = profiling.corrupt_gpu_ceilings(config, 4)
+    # At least one read and one write of every pixel (XLA:CPU counts more, never less).
+    assert got["bytes_per_image"] >= 2 * 64 * 64 * 3 and got["flops_per_image"] > 0
+    h100 = cost_model.gpu_peak("NVIDIA H100 80GB HBM3")
+    expected = 4 / max(4 * got["flops_per_image"] / h100.fp32_flops,
+                       4 * got["bytes_per_image"] / h100.hbm_bytes_per_s)
+    assert got["ceilings"]["h100"] == pytest.approx(expected, rel=1e-4)
+    assert set(got["ceilings"]) == {name for name, _ in cost_model.GPU_PEAKS}
+
+
 def test_table_shows_missing_figures_as_na():
     rows = [profiling.row("a", {"images_per_s": 12.345, "peak_memory_mb": None}),
             profiling.row("b", {"seconds": 1.5}, ratio=1.25)]
