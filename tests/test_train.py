@@ -1,6 +1,7 @@
 """Training end to end: every config runs, device-count invariance, fused steps, learning."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -24,10 +25,37 @@ def small_config(name: str, *extra: str):
     return apply_overrides(get_config(name), sets + list(extra))
 
 
+# Configs that differ from a config run end to end below only in values that change no
+# program (learning rate, epochs) or only in the data source (whose loaders tests/test_data.py
+# covers): checked field by field by test_configs_not_run_differ_only_there, not run again.
+SAME_PROGRAM_AS = {"cnn_highlr": ("cnn_lowlr", {"name", "train.lr", "train.epochs"}),
+                   "whitebox_solid": ("whitebox_black", {"name", "data.source"}),
+                   "whitebox_photos": ("whitebox_black", {"name", "data.source"})}
+
+
+def _fields(config, prefix=""):
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_fields(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def test_configs_not_run_differ_only_there():
+    for name, (run_one, allowed) in SAME_PROGRAM_AS.items():
+        a, b = _fields(get_config(name)), _fields(get_config(run_one))
+        assert {k for k in a if a[k] != b[k]} == allowed, name
+        small_config(name)  # and the small overrides validate for it too
+
+
 # The dense localisers' end-to-end runs: tests/test_localiser.py (localiser) and
 # tests/test_localiser_mix.py (localiser_mix), each resuming bit for bit.
 @pytest.mark.parametrize("name", [name for name in CONFIGS
-                                  if name not in ("localiser", "localiser_mix")])
+                                  if name not in ("localiser", "localiser_mix",
+                                                  *SAME_PROGRAM_AS)])
 def test_every_config_runs_end_to_end(name, tmp_path):
     config = small_config(name)
     summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
