@@ -110,18 +110,21 @@ def _paste(batch: Array, i: Array, origin: Array, window: Array) -> Array:
     return lax.dynamic_update_slice(batch, window[None], start)
 
 
-def _edit_window(kind, region, size, static, shape, originals, carry, i, k_params):
-    """Edit image i of the carry (images, masks) on a window of static `size`, in place;
-    `static`: {parameter: the group's Python value} (`EDIT_STATIC`), or {}."""
+def _edit_window(kind, region, size, p, shape, originals, carry, i, k_params):
+    """Edit image i of the carry (images, masks) on a window of static `size`, in place.
+    p: the image's parameters as drawn by its sampler, but the mask (cut here per window),
+    with the group's static value (`EDIT_STATIC`) in place of the drawn one."""
     images, masks = carry
-    p = _SAMPLERS[kind](k_params, *shape, region)  # its whole-image mask is never used
-    p = {**p, **static}
     origin = window_origin(p["center"], size, shape)
     window = _cut(images, i, origin, size)
-    mask = mask_in_window(region_key(k_params), region, p["center"], p["half_size"], origin, size)
+    k_region = region_key(k_params)
+    mask = mask_in_window(k_region, region, p["center"], p["half_size"], origin, size)
     source, source_origin = window, origin
     if EDIT_SOURCE[kind] == "whole":  # read before anything is written back: untouched
         source = images[i]
+        # Its whole-image mask, as the sampler draws it (`regions.sample_region`).
+        p = {**p, "mask": mask_in_window(k_region, region, p["center"], p["half_size"],
+                                         jnp.zeros(2, jnp.int32), shape)}
     elif EDIT_SOURCE[kind] is not None:
         hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
         source_origin = jnp.clip(origin + jnp.asarray(p["offset"], jnp.int32), 0, hi)
@@ -181,12 +184,14 @@ def alter_batch_loop(
     # One group per (kind, window side[, static value]), whole-image kinds one group each; the
     # last: the clean images.
     active, _ = active_kinds(weights)
-    groups, group = [], jnp.full(n_images, -1, jnp.int32)
+    groups, group, drawn_params = [], jnp.full(n_images, -1, jnp.int32), {}
     for kind in active:
         drawn = labels["altered"] & (labels["kind"] == KIND_ORDER.index(kind))
         if kind in EDIT_KINDS:
-            # The parameters but the mask (unused, so XLA drops it), drawn once per kind.
+            # Every image's parameters for this kind, drawn once: they choose its window and
+            # feed its edit. Not the mask (never read, so XLA drops it): windows cut their own.
             params = jax.vmap(lambda k, kind=kind: _SAMPLERS[kind](k, *shape, region))(k_params)
+            params = drawn_params[kind] = {k: v for k, v in params.items() if k != "mask"}
             index = jax.vmap(lambda p, kind=kind: _window_side(kind, p, shape, sides))(params)
             name, values = EDIT_STATIC.get(kind, (None, (None,)))
             if name is not None:  # groups (side, value): index * len(values) + value's index
@@ -209,8 +214,8 @@ def alter_batch_loop(
             if size is None:
                 return _edit_whole(kind, region, overflow, box_size, carry, i,
                                    k_params[i], k_extra[i])
-            return _edit_window(kind, region, size, static, shape, images, carry, i,
-                                k_params[i])
+            p = {**{k: v[i] for k, v in drawn_params[kind].items()}, **static}
+            return _edit_window(kind, region, size, p, shape, images, carry, i, k_params[i])
 
         carry = lax.fori_loop(starts[g], starts[g + 1], body, carry)
     out, masks = carry
