@@ -146,8 +146,11 @@ def edge_visibility(image: np.ndarray, center: tuple[int, int], half_size: int,
     that knew where to look would see it)}. An oracle for analysis, not a locator: a square
     whose four z are a few units is at the noise floor of any method reading its edges.
     """
-    log_img = np.log(np.asarray(image, np.float64) + 1.0)
-    h, w = log_img.shape[:2]
+    h, w = image.shape[:2]
+    log_img = jnp.log(jnp.asarray(image, jnp.float32) + 1.0)  # as `edge_evidence`
+    # The step across every row boundary [H+1, W] and column boundary [H, W+1].
+    steps = [np.asarray(jnp.median(after - before, axis=-1))
+             for before, after in (side_means(log_img, axis, width) for axis in (0, 1))]
     x, y, r = int(center[0]), int(center[1]), int(half_size)
     offsets = np.arange(-VISIBILITY_OFFSETS, VISIBILITY_OFFSETS + 1)
     scores = np.full((4, offsets.size), np.nan)
@@ -155,19 +158,16 @@ def edge_visibility(image: np.ndarray, center: tuple[int, int], half_size: int,
     edges = ((x - r, 1, 0, (y - r, y + r)), (x + r, -1, 0, (y - r, y + r)),
              (y - r, 1, 1, (x - r, x + r)), (y + r, -1, 1, (x - r, x + r)))
     for k, (boundary, sign, axis, (lo, hi)) in enumerate(edges):
-        n = h if axis == 0 else w
-        lo, hi = max(lo, 0), min(hi, w if axis == 0 else h)
+        n = (h, w)[axis]
+        lo, hi = max(lo, 0), min(hi, (w, h)[axis])
         for i, d in enumerate(offsets):
             b = boundary + d
+            # Lines whose `width` pixels on either side leave the image (side_means would
+            # repeat the border pixel there) are not compared.
             if b - width < 0 or b + width > n or hi <= lo:
                 continue
-            if axis == 0:
-                before = log_img[b - width:b, lo:hi].mean(axis=0)
-                after = log_img[b:b + width, lo:hi].mean(axis=0)
-            else:
-                before = log_img[lo:hi, b - width:b].mean(axis=1)
-                after = log_img[lo:hi, b:b + width].mean(axis=1)
-            scores[k, i] = sign * np.median(np.median(after - before, axis=-1))
+            line = steps[axis][b, lo:hi] if axis == 0 else steps[axis][lo:hi, b]
+            scores[k, i] = sign * np.median(line)
     far = np.abs(offsets) > VISIBILITY_GAP
     others = scores[:, far]
     with np.errstate(invalid="ignore"):
