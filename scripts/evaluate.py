@@ -176,10 +176,10 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _original_sizes(paths) -> np.ndarray:
-    """float32[N, 2]: each image's original (height, width), from its file header (for
-    distances in pixels of the originals)."""
-    from PIL import Image
-    return np.array([Image.open(p).size[::-1] for p in paths], np.float32).reshape(-1, 2)
+    """float32[N, 2]: each image's original (height, width) as decoding sees it, from its file
+    header (for distances in pixels of the originals)."""
+    from anomaly_jax.decoding import header_size
+    return np.array([header_size(p) for p in paths], np.float32).reshape(-1, 2)
 
 
 def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
