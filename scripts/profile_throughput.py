@@ -82,13 +82,12 @@ def stage_corrupt(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"  numpy peer (numpy_discolor.py, best of 3): {peer:10.1f} images/s  "
                     f"{peer * gb_per_image:6.2f} GB/s")
                 log(f"  ratio ours/numpy: {ips / peer:.2f}x (not donated: {ips_copy / peer:.2f}x)")
-    estimate = None
-    if jax.devices()[0].platform != "gpu":  # on a GPU the figures above are the measurement
+    estimate, backend = None, jax.devices()[0].platform
+    if backend != "gpu":  # on a GPU the figures above are the measurement
         estimate = corrupt_gpu_ceilings(config, batch)
         if estimate["ceilings"]:
             h100, h200 = estimate["ceilings"]["h100"], estimate["ceilings"]["h200"]
             versus = f"; {h100 / peer:.0f}x / {h200 / peer:.0f}x the peer" if peer else ""
-            backend = jax.devices()[0].platform
             log(f"  ESTIMATE, not measured: roofline ceiling of the vmap (GPU) schedule, "
                 f"H100 SXM {h100:,.0f} / H200 {h200:,.0f} images/s{versus} (XLA:{backend} "
                 f"cost analysis, {estimate['bytes_per_image'] / 1e6:.1f} MB per image: an "
