@@ -254,7 +254,8 @@ def stretch(image: Array, mask: Array, center: Array, factor: Array, axis: Array
     image: uint8[H, W, 3]; mask: bool[H, W]; center: int32[2] (row, col) - the square
     [c-r, c+r) is centred on the pixel corner c, i.e. pixel coordinate c - 1/2;
     factor: float32[] clipped to STRETCH_CLIP (> 1 stretches); axis: int32[] 0 (rows:
-    vertical) or 1 (columns), or a Python int (then only that axis is computed). Inside the mask, out[p] = image sampled at
+    vertical) or 1 (columns), or a Python int (then only that axis is computed). Inside the
+    mask, out[p] = image sampled at
     centre + (p - centre) / factor along `axis` (the other coordinate unchanged), linear
     interpolation between the two nearest pixels, positions clamped to the image; fixed point
     (positions to 2**-19 pixel or finer at 800 px), rounded half up. Returns uint8[H, W, 3].

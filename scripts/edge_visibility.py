@@ -4,13 +4,13 @@
         [--per-image rows.csv]
 
 For every row of a seed-format CSV (x = row, y = column, r in the stored image's pixels), reads
-the photo at its stored size and scores the square's four edges with
-`physics.edge_visibility`: each edge's median log step (about log(ratio) when the gain step
-is there) and its z against the 36 lines parallel to it. `z_all` = sum(|z|) / 2, the four
-edges' z combined as if independent (|z|: a wrapped edge steps down, far below its
-neighbours, and is as visible as a plain one is above them). A locator searches millions of candidate squares, so a
-square whose z_all is a few units sits at the noise floor of anything that reads its edges;
-use it to tell "the model missed a visible square" from "there is little to see".
+the photo at its stored size and scores the square's four edges with `physics.edge_visibility`:
+each edge's median log step (about log(ratio) when the gain step is there) and its z against
+the 36 lines parallel to it. `z_all` = sum(|z|) / 2, the four edges' z combined as if
+independent (|z|: a wrapped edge steps down, far below its neighbours, and is as visible as a
+plain one is above them). A locator searches millions of candidate squares, so a square whose
+z_all is a few units sits at the noise floor of anything that reads its edges; use it to tell
+"the model missed a visible square" from "there is little to see".
 
 Prints one row per photo (stderr) and, last on stdout, one JSON line: n, the quartiles of
 z_all, and how many photos reach z_all >= 4, 8 and 16. Errors are one line.

@@ -356,6 +356,7 @@ def test_erase_block_mean_needs_no_division():
     ref = np.where(c > 0, (2 * t.astype(np.int64) + c) // np.maximum(2 * c, 1), 0)
     np.testing.assert_array_equal(ours, ref)
 
+
 def test_erase_fill_is_smooth_not_flat(mix_runs, apply_jit):
     images, keys, out, labels = mix_runs["free"]
     for i in rows_of(labels, "erase"):
