@@ -65,8 +65,9 @@ def batching(choice: str = "auto", image_side: int | None = None) -> str:
     one it replaces; runs move by up to 25% on this machine): smudge 77 -> 320-440 images/s,
     stretch 352 -> 1595-1613, copy_move 793 -> 3190-3350, erase 112 -> 184-235, the mix
     311 -> 450-506 (free regions 187 -> 385-438); splice about even. It compiles slower (one
-    loop per kind and window side: the free mix at 800 px ~39 s against ~7 s), which is all it would bring on images of WINDOW_MIN px or
-    less (the 8-kind mix at 64 px: 12.8 s against 5.3 s to compile, for a run of a few ms).
+    loop per kind and window side: the free mix at 800 px ~39 s against ~7 s), which is all
+    it would bring on images of WINDOW_MIN px or less (the 8-kind mix at 64 px: 12.8 s
+    against 5.3 s to compile, for a run of a few ms).
     On a GPU vmap stays the default until measured there: a loop launches each image's
     kernels one after another, which small images (training crops) cannot fill a GPU with.
     """
