@@ -107,6 +107,9 @@ class TrainConfig:
     # cosine decay to 5% of lr at the run's last step (optax.warmup_cosine_decay_schedule).
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
+    # The mask-target localiser only: weight of the image-level term of its loss
+    # (`localiser.mask_loss`'s image_weight; 0 = the per-pixel loss alone).
+    image_loss: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +248,12 @@ def validate(config: Config) -> None:
             raise ConfigError("data.crops_per_image: expected a positive integer")
         if c.model.width < 1:
             raise ConfigError("model.width: expected a positive integer")
+    if c.train.image_loss < 0:
+        raise ConfigError(f"train.image_loss={c.train.image_loss}: expected 0 or more")
+    if c.train.image_loss and c.model.target != "mask":
+        raise ConfigError(f"train.image_loss={c.train.image_loss}: only the mask-target "
+                          "localiser (model.name='localiser', model.target='mask') has an "
+                          "image-level loss")
     if c.data.source == "folder" and not c.data.dir:
         raise ConfigError("data.dir: required when data.source='folder'")
     if c.data.source == "csv" and not c.data.csv:

@@ -43,6 +43,7 @@ class Task:
       edges, scored on whole images by the square decoder within the seed's prior; "mask" -
       the altered pixels of any kind (`corruption`), scored with the mask metrics.
     crops_per_image: a training id is `image_id * crops_per_image + copy` (1 unless dense).
+    image_loss: target "mask": the weight of `localiser.mask_loss`'s image-level term.
     """
     corruption: CorruptionConfig
     detect: bool
@@ -52,6 +53,7 @@ class Task:
     crop: augment.CropParams | None = None
     crops_per_image: int = 1
     target: str = "edges"
+    image_loss: float = 0.0
 
 
 @jax.tree_util.register_dataclass
@@ -83,7 +85,7 @@ def make_task(config: Config) -> Task:
                 use_features=models.uses_features(config.model.name),
                 dense=dense, crop=crop,
                 crops_per_image=config.data.crops_per_image if dense else 1,
-                target=config.model.target)
+                target=config.model.target, image_loss=config.train.image_loss)
 
 
 def make_optimizer(train: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
@@ -228,7 +230,7 @@ def dense_loss(task: Task, logits: jax.Array, targets: jax.Array, weight: jax.Ar
     """The dense localiser's per-example loss float32[B] for its target (`localiser.edge_loss`
     or `localiser.mask_loss`; targets as `dense_train_inputs` returns them)."""
     if task.target == "mask":
-        return localiser.mask_loss(logits, targets, weight)
+        return localiser.mask_loss(logits, targets, weight, task.image_loss)
     return localiser.edge_loss(logits, targets, weight)
 
 
@@ -290,7 +292,7 @@ def dense_mask_eval_sums(task: Task, logits_fn, images: jax.Array, corrupt_key: 
     if task.corruption.kind == MIX_KIND:
         sums.update(metrics.mask_sums_by_kind(prob, lab["mask"], score, lab["altered"], weight,
                                               lab["kind"], KIND_ORDER))
-    sums["loss"] = jnp.sum(localiser.mask_loss(logits, lab["mask"], weight))
+    sums["loss"] = jnp.sum(localiser.mask_loss(logits, lab["mask"], weight, task.image_loss))
     return sums
 
 

@@ -95,6 +95,20 @@ def test_mask_loss_weighs_positives_and_the_image_score_ignores_one_hot_pixel():
     np.testing.assert_allclose(score, [1 / 25, 1.0], rtol=1e-6)
 
 
+def test_the_image_level_term_pays_for_the_most_confident_window():
+    # One 5x5 block of logit 4 on 0: the image logit is 4 whatever the rest of the map holds.
+    logits = jnp.zeros((2, 16, 16, 1)).at[:, 3:8, 3:8, 0].set(4.0)
+    np.testing.assert_allclose(np.asarray(localiser.image_logit(logits)), [4.0, 4.0])
+    mask = jnp.zeros((2, 16, 16), bool).at[1, 10, 10].set(True)  # example 0 clean, 1 altered
+    ones = jnp.ones(2)
+    base = np.asarray(localiser.mask_loss(logits, mask, ones))
+    with_term = np.asarray(localiser.mask_loss(logits, mask, ones, 0.5))
+    # Clean: the window's false alarm costs softplus(4) more; altered: nothing more.
+    np.testing.assert_allclose(with_term - base, [0.5 * np.log1p(np.exp(4.0)), 0.0],
+                               rtol=1e-5, atol=1e-7)
+    assert np.all(np.asarray(localiser.mask_loss(logits, mask, jnp.zeros(2), 0.5)) == 0.0)
+
+
 @pytest.fixture(scope="module")
 def mix_run(tmp_path_factory):
     config = apply_overrides(get_config("localiser_mix"), MIX_RUN)
