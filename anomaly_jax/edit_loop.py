@@ -42,7 +42,7 @@ from anomaly_jax.edit_sampling import (_SAMPLERS, _branch, _keys, active_kinds, 
 from anomaly_jax.edit_windows import EDIT_APPLY, EDIT_SOURCE, EDIT_STATIC, edit_extent
 from anomaly_jax.edits import _check_region
 from anomaly_jax.example_labels import check_keys
-from anomaly_jax.regions import mask_in_window
+from anomaly_jax.regions import mask_in_window, whole_mask
 
 Array = jax.Array
 
@@ -119,20 +119,22 @@ def _edit_window(kind, region, size, p, shape, originals, carry, i, k_params):
     origin = window_origin(p["center"], size, shape)
     window = _cut(images, i, origin, size)
     k_region = region_key(k_params)
-    mask = mask_in_window(k_region, region, p["center"], p["half_size"], origin, size)
     source, source_origin = window, origin
     if EDIT_SOURCE[kind] == "whole":  # read before anything is written back: untouched
         source = images[i]
-        # Its whole-image mask, as the sampler draws it (`regions.sample_region`).
-        p = {**p, "mask": mask_in_window(k_region, region, p["center"], p["half_size"],
-                                         jnp.zeros(2, jnp.int32), shape)}
-    elif EDIT_SOURCE[kind] is not None:
-        hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
-        source_origin = jnp.clip(origin + jnp.asarray(p["offset"], jnp.int32), 0, hi)
-        if EDIT_SOURCE[kind] == "image":  # not edited yet: each image is edited once
-            source = _cut(images, i, source_origin, size)
-        else:  # the donor as it came in (`edit_sampling.donors`)
-            source = _cut(originals, (i - 1) % originals.shape[0], source_origin, size)
+        # It reads its whole-image mask (as the sampler draws it); the window's is cut from
+        # that one rather than built a second time.
+        p = {**p, "mask": whole_mask(k_region, region, p["center"], p["half_size"], *shape)}
+        mask = lax.dynamic_slice(p["mask"], origin, size)
+    else:
+        mask = mask_in_window(k_region, region, p["center"], p["half_size"], origin, size)
+        if EDIT_SOURCE[kind] is not None:
+            hi = jnp.array([shape[0] - size[0], shape[1] - size[1]], jnp.int32)
+            source_origin = jnp.clip(origin + jnp.asarray(p["offset"], jnp.int32), 0, hi)
+            if EDIT_SOURCE[kind] == "image":  # not edited yet: each image is edited once
+                source = _cut(images, i, source_origin, size)
+            else:  # the donor as it came in (`edit_sampling.donors`)
+                source = _cut(originals, (i - 1) % originals.shape[0], source_origin, size)
     out = EDIT_APPLY[kind](window, source, mask, p, origin, source_origin, shape)
     return _paste(images, i, origin, out), _paste(masks, i, origin, mask)
 

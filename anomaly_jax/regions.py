@@ -155,17 +155,23 @@ def mask_in_window(key: Array, shape: str, center: Array, half_size: Array, orig
     return free_mask(k_noise, *size, local, half_size)
 
 
+def whole_mask(key: Array, shape: str, center: Array, half_size: Array, height: int,
+               width: int) -> Array:
+    """bool[H, W]: `mask_in_window` on the whole image - the mask `sample_region` returns."""
+    return mask_in_window(key, shape, center, half_size, jnp.zeros(2, jnp.int32), (height, width))
+
+
 def sample_region(key: Array, height: int, width: int, shape: str = "square") -> dict[str, Array]:
     """A region: {center int32[2], half_size int32[], mask bool[H, W]}.
 
     shape: "square" | "free" (static). The key is split into (square, noise): the centre and
     half-size are seed 1's (`corruptions._sample_square` on the first half), so the same key
     places a square and a free region on the same square; the noise half shapes the blob
-    (`mask_in_window`, here on the whole image).
+    (`whole_mask`).
     """
     if shape not in SHAPES:
         raise ValueError(f"regions: unknown shape {shape!r}; expected one of {SHAPES}")
     k_square, _ = jax.random.split(typed_key(key))
     center, half_size = _sample_square(k_square, height, width)
-    mask = mask_in_window(key, shape, center, half_size, jnp.zeros(2, jnp.int32), (height, width))
+    mask = whole_mask(key, shape, center, half_size, height, width)
     return {"center": center, "half_size": half_size, "mask": mask}
