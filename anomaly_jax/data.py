@@ -48,7 +48,9 @@ class ImageSet:
       mask bool[N, S, S]       only with a `mask_path` column: the changed pixels, resized to
                                S with nearest-neighbour (N * S * S bytes of host memory),
       kind int32[N]            only with a `kind` column: the index into config.KIND_ORDER,
-                               as the `kind` label of `alteration.alter_examples`.
+                               as the `kind` label of `alteration.alter_examples`,
+      jpeg_change float32[N]   only with a `jpeg_change` column: how much the alteration
+                               changed its region in the files (`seed_csv.saved_change`).
     skipped: (file, reason) for every unreadable image left out.
     loader: id -> uint8[S, S, 3] decode of names[id], for streaming (None for synthetic sets).
     """
@@ -121,6 +123,8 @@ def _load_csv(config: DataConfig, decode: bool) -> ImageSet:
     if rows[0].kind is not None:
         targets["kind"] = np.array([KIND_ORDER.index(row.kind) for row, _, _ in kept],
                                    np.int32)
+    if rows[0].jpeg_change is not None:
+        targets["jpeg_change"] = f32([row.jpeg_change for row, _, _ in kept])
     names = [row.path for row, _, _ in kept]
     loader = None if decode else FileLoader(tuple(names), config.image_size, False)
     return ImageSet(images, names, targets, skipped, loader)

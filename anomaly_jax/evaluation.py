@@ -5,7 +5,8 @@ dense localiser or the physics baseline (no model) and decodes one square per im
 `localisation_report` turns predictions into the figures `scripts/evaluate.py` prints, next
 to the always-predict-the-middle baseline, in normalised units (the seed's metric) and in
 pixels of the originals. `roc_auc` scores detection. `score_masks` scores a mask-target
-localiser (issue 12) on images with their label masks, overall and per alteration kind.
+localiser (issue 12) on images with their label masks, overall and per alteration kind;
+`image_auc_by_change` splits its detection by how visible each edit is in the files.
 """
 from __future__ import annotations
 
@@ -103,6 +104,37 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         raise ValueError("roc_auc: needs both positive and negative examples")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
+
+
+# Grey levels (mean |difference| inside the mask, in the saved files) that split the altered
+# images for `image_auc_by_change`: under ~4 an edit is within JPEG q75's own noise on these
+# photos; 16 and more is plainly visible when pointed out.
+CHANGE_EDGES = (4.0, 16.0)
+
+
+def image_auc_by_change(score: np.ndarray, altered: np.ndarray, change: np.ndarray,
+                        edges: tuple[float, ...] = CHANGE_EDGES) -> dict[str, dict]:
+    """Detection split by how much each edit changed its image: {"<4": {"n", "image_auc"},
+    "4-16": ..., ">=16": ...} for edges (4, 16). A row is the altered images whose `change`
+    falls in its range - their scores the positives - against every clean image, as the
+    per-kind rows; image_auc is None where a row has no altered or no clean image.
+
+    score float[N] (the image score), altered bool[N], change float[N] (grey levels, e.g. the
+    CSV's jpeg_change column: `seed_csv.saved_change`).
+    """
+    score, change = np.asarray(score, np.float64), np.asarray(change, np.float64)
+    altered = np.asarray(altered, bool)
+    bounds = (-np.inf, *edges, np.inf)
+    rows = {}
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        name = (f"<{hi:g}" if lo == -np.inf else f">={lo:g}" if hi == np.inf
+                else f"{lo:g}-{hi:g}")
+        chosen = altered & (change >= lo) & (change < hi)
+        n = int(chosen.sum())
+        use = chosen | ~altered
+        auc = roc_auc(score[use], chosen[use]) if n and (~altered).any() else None
+        rows[name] = {"n": n, "image_auc": auc}
+    return rows
 
 
 def localisation_report(pred: np.ndarray, center: np.ndarray, half_size_norm: np.ndarray,

@@ -3,8 +3,9 @@
 Columns x, y, r, discolor_ratio, img_path (+ an optional `altered`); x and y are the square's
 centre as row and column of the stored pixel array, r its half size in pixels. Issue 12's
 optional columns: `mask_path`, a PNG of the changed pixels (nonzero = changed; same size as
-the image; relative to the CSV's folder), and `kind`, the alteration's name (a KIND_ORDER
-entry of anomaly_jax.config).
+the image; relative to the CSV's folder), `kind`, the alteration's name (a KIND_ORDER
+entry of anomaly_jax.config), and `jpeg_change`, how much the alteration changed its region in
+the saved files (`saved_change`: mean |difference| in grey levels; 0 for a clean image).
 `read_csv_rows` checks everything but the image sizes (`anomaly_jax.data` checks those when it
 decodes the images); `write_seed_format` writes images/NNNNN.jpg and labels.csv.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import math
 import os
@@ -43,6 +45,7 @@ class _CsvRow:
     altered: bool | None  # None when the CSV has no `altered` column
     mask_path: str | None = None  # the resolved mask file; None without a `mask_path` column
     kind: str | None = None  # one of KIND_ORDER; None without a `kind` column
+    jpeg_change: float | None = None  # >= 0; None without a `jpeg_change` column
 
 
 def _row_error(csv_path: str, row: int, line: int, problem: str) -> DataError:
@@ -128,7 +131,14 @@ def read_csv_rows(csv_path: str) -> list[_CsvRow]:
                 if kind not in KIND_ORDER:
                     raise _row_error(csv_path, i, line, f"kind={kind!r} is not one of "
                                      f"{', '.join(KIND_ORDER)}")
-            rows.append(_CsvRow(i, line, x, y, r, ratio, path, altered, mask_path, kind))
+            jpeg_change = None
+            if "jpeg_change" in columns:
+                jpeg_change = _number(csv_path, i, line, record, "jpeg_change")
+                if jpeg_change < 0:
+                    raise _row_error(csv_path, i, line,
+                                     f"jpeg_change={jpeg_change:g} must be >= 0")
+            rows.append(_CsvRow(i, line, x, y, r, ratio, path, altered, mask_path, kind,
+                                jpeg_change))
     if not rows:
         raise DataError(f"{csv_path}: no data rows")
     return rows
@@ -182,6 +192,35 @@ def _format_number(v: Any) -> str:
     return np.format_float_positional(np.float32(v), trim="-")
 
 
+def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    """uint8[H, W, 3] as the JPEG file `write_seed_format` writes (Pillow, `quality`)."""
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def saved_change(clean: np.ndarray, altered: np.ndarray, mask: np.ndarray, quality: int
+                 ) -> np.ndarray:
+    """How much each alteration changed its region once saved: float32[N], the mean absolute
+    difference in grey levels over the mask's pixels and three channels between the clean
+    and the altered image, each decoded from the JPEG file `write_seed_format` writes at
+    `quality` (`metrics.mask_change`); 0 for an empty mask (a clean image).
+
+    clean, altered: uint8[N, H, W, 3]; mask: bool[N, H, W]. The signal a detector gets from
+    the file: an edit of a grey level or two is under JPEG's own noise.
+    """
+    from anomaly_jax import metrics  # jax: only the exporter needs it here
+
+    def saved(image):
+        return np.asarray(Image.open(io.BytesIO(_jpeg_bytes(image, quality))).convert("RGB"))
+
+    out = np.zeros(len(clean), np.float32)
+    for i in np.flatnonzero(np.asarray(mask).any(axis=(1, 2))):
+        out[i] = metrics.mask_change(saved(clean[i])[None], saved(altered[i])[None],
+                                     mask[i][None])[0][0]
+    return out
+
+
 def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
                       quality: int = 75) -> str:
     """Writes a seed-format dataset: out_dir/images/NNNNN.jpg + out_dir/labels.csv.
@@ -190,8 +229,9 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
     labels {center float32[N, 2] (row/H, col/W), half_size int[N], ratio float32[N]},
     optionally altered bool[N] (written as a 6th column only if some image is clean),
     mask bool[N, H, W] (written as out_dir/masks/NNNNN.png, 1-bit, one per image - all black
-    for a clean one - and a `mask_path` column) and kind: N names from KIND_ORDER (a `kind`
-    column). The seed's five columns always come first, unchanged.
+    for a clean one - and a `mask_path` column), kind: N names from KIND_ORDER (a `kind`
+    column) and jpeg_change float32[N] (`saved_change`; a `jpeg_change` column). The seed's
+    five columns always come first, unchanged.
     JPEG quality 75 is Pillow's default, i.e. what the seed's `img.save(path)` used.
     Returns the CSV path; img_path and mask_path values are relative to out_dir.
     """
@@ -216,6 +256,12 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
         if len(kinds) != n or unknown:
             raise DataError(f"write_seed_format: kind needs {n} names from "
                             f"{', '.join(KIND_ORDER)}; got {len(kinds)} (unknown: {unknown})")
+    change = None
+    if "jpeg_change" in labels:
+        change = np.asarray(labels["jpeg_change"], np.float32)
+        if change.shape != (n,):
+            raise DataError(f"write_seed_format: jpeg_change {list(change.shape)}; expected "
+                            f"float32[{n}]")
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     digits = max(5, len(str(n - 1)))
     csv_path = os.path.join(out_dir, "labels.csv")
@@ -223,11 +269,12 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
         writer = csv.writer(f)
         writer.writerow(list(CSV_COLUMNS) + (["altered"] if with_altered else [])
                         + (["mask_path"] if masks is not None else [])
-                        + (["kind"] if kinds is not None else []))
+                        + (["kind"] if kinds is not None else [])
+                        + (["jpeg_change"] if change is not None else []))
         for i in range(n):
             rel = f"images/{i:0{digits}d}.jpg"
-            Image.fromarray(images[i], "RGB").save(os.path.join(out_dir, rel), "JPEG",
-                                                   quality=quality)
+            with open(os.path.join(out_dir, rel), "wb") as f_image:
+                f_image.write(_jpeg_bytes(images[i], quality))
             row = [_format_number(columns[k][i]) for k in ("x", "y", "r", "discolor_ratio")]
             row.append(rel)
             if with_altered:
@@ -239,5 +286,7 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
                 row.append(mask_rel)
             if kinds is not None:
                 row.append(kinds[i])
+            if change is not None:
+                row.append(f"{change[i]:.3f}")
             writer.writerow(row)
     return csv_path

@@ -30,11 +30,14 @@ A model.target=mask run (`localiser_mix`) predicts the altered pixels, not a squ
 scored on a CSV with masks (`scripts.make_dataset`'s mask_path and kind columns), and the JSON
 holds n, n_altered, n_clean, pixel_f1, pixel_iou (at probability 0.5), pixel_auc, image_auc
 (the image score of the altered images against the clean ones) and by_kind: the same per
-kind, each kind's altered images against every clean image, with n its altered images.
+kind, each kind's altered images against every clean image, with n its altered images, and,
+when the CSV has make_dataset's jpeg_change column, by_change: the image AUC of the altered
+images that changed their region by < 4, 4-16 and >= 16 grey levels in the files, each
+against every clean image (`evaluation.image_auc_by_change`).
 A mask run trained on corruption.region=square also decodes each altered image's square from
 its mask (`localiser.mask_evidence`, the same exhaustive search) and adds "square": the
 localisation figures above on the altered images. --per-image writes img_path, kind,
-altered, score, pixel_f1.
+altered, score, pixel_f1 (and jpeg_change).
 """
 from __future__ import annotations
 
@@ -188,7 +191,7 @@ def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
     from anomaly_jax import data
     from anomaly_jax.config import KIND_ORDER
     from anomaly_jax.errors import ConfigError
-    from anomaly_jax.evaluation import localisation_report, score_masks
+    from anomaly_jax.evaluation import image_auc_by_change, localisation_report, score_masks
     from anomaly_jax.squares import SquarePrior
 
     if args.draw or args.sheet:
@@ -214,6 +217,9 @@ def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
     result = {"n": len(images.names), "n_altered": n_altered,
               "n_clean": len(images.names) - n_altered, **got["overall"],
               "by_kind": got["by_kind"]}
+    if "jpeg_change" in targets:
+        result["by_change"] = image_auc_by_change(got["score"], altered,
+                                                  targets["jpeg_change"])
     square = None
     if on_squares and n_altered:
         center = got["square"]["center"][altered].astype(np.float32) / np.float32(size)
@@ -236,6 +242,10 @@ def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
         print(f"  {name:10s} {row['n']:7d} {fmt(row['pixel_f1']):>8s} "
               f"{fmt(row['pixel_iou']):>6s} {fmt(row['pixel_auc']):>6s} "
               f"{fmt(row['image_auc']):>9s}", file=sys.stderr)
+    if "by_change" in result:
+        print("  image AUC by the edit's change in the files (grey levels in its mask):  "
+              + ";  ".join(f"{name}: {fmt(row['image_auc'])} ({row['n']} images)"
+                           for name, row in result["by_change"].items()), file=sys.stderr)
     if square is not None:
         print(f"  square decoded from the mask ({n_altered} altered images): mean distance "
               f"{square['mean_distance']:.4f} (median {square['median_distance']:.4f}), hit "
@@ -244,11 +254,14 @@ def _evaluate_masks(args: argparse.Namespace, config, model, step: int) -> int:
     if args.per_image:
         with open(args.per_image, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["img_path", "kind", "altered", "score", "pixel_f1"])
+            change = targets.get("jpeg_change")
+            writer.writerow(["img_path", "kind", "altered", "score", "pixel_f1"]
+                            + ([] if change is None else ["jpeg_change"]))
             for i, name in enumerate(images.names):
                 writer.writerow([name, "" if kind is None else KIND_ORDER[kind[i]],
                                  int(altered[i]), float(got["score"][i]),
-                                 float(got["pixel_f1"][i])])
+                                 float(got["pixel_f1"][i])]
+                                + ([] if change is None else [float(change[i])]))
     print(json.dumps(result))
     return 0
 

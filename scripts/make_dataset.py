@@ -8,7 +8,10 @@ kind and region, "mix" too) using the per-example key the trainer uses
 saved with), each image's mask of changed pixels as masks/NNNNN.png (1-bit; all black for
 an image left clean) and a labels.csv with x (row), y (column), r (pixels), discolor_ratio and
 img_path (relative), an `altered` column when some images were left clean, then mask_path
-(relative) and kind (its name). The last line of stdout is {"out", "n", "csv"}.
+(relative), kind (its name) and jpeg_change: how much the alteration changed its region in
+the files written (mean |difference| in grey levels between the clean and the altered image,
+both saved as JPEG at --quality; 0 for a clean image; `seed_csv.saved_change`), which
+`scripts.evaluate` splits its detection AUC by. The last line of stdout is {"out", "n", "csv"}.
 
 A held-out benchmark for a localiser_mix run (photos it never trained on: landscapes from
 another seed than the run's 42, plus --held-out-photos):
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from anomaly_jax.config import KIND_ORDER
     from anomaly_jax.data import load_image_set
-    from anomaly_jax.seed_csv import write_seed_format
+    from anomaly_jax.seed_csv import saved_change, write_seed_format
 
     config = build_config(args.config, args.set)
     image_set = load_image_set(config.data, config.seed)
@@ -115,7 +118,9 @@ def _main(args: argparse.Namespace) -> int:
     images, labels = alter_all(config, clean)
     # The CSV names kinds; the labels index KIND_ORDER.
     kinds = [KIND_ORDER[k] for k in labels["kind"]]
-    csv_path = write_seed_format(args.out, images, {**labels, "kind": kinds},
+    change = saved_change(clean, images, labels["mask"], args.quality)
+    csv_path = write_seed_format(args.out, images,
+                                 {**labels, "kind": kinds, "jpeg_change": change},
                                  quality=args.quality)
     print(json.dumps({"out": args.out, "n": int(images.shape[0]), "csv": csv_path}))
     return 0

@@ -232,6 +232,19 @@ def test_csv_bad_row_names_row_and_problem(tmp_path, row, problem):
     assert "row 3 (line 4)" in message and problem in message
 
 
+@pytest.mark.parametrize("value,problem", [("-2", "jpeg_change=-2 must be >= 0"),
+                                           ("lots", "column jpeg_change='lots' is not a number")])
+def test_csv_bad_jpeg_change_names_row_and_problem(tmp_path, value, problem):
+    _csv_folder(tmp_path, n=1)
+    header = ("x", "y", "r", "discolor_ratio", "img_path", "jpeg_change")
+    path = _write_csv(tmp_path / "labels.csv", [[1, 1, 1, 1.1, "images/0.png", "12.5"],
+                                                [1, 1, 1, 1.1, "images/0.png", value]],
+                      header=header)
+    with pytest.raises(errors.DataError) as info:
+        _csv_set(path)
+    assert "\n" not in str(info.value) and f"{path} row 2 (line 3): {problem}" in str(info.value)
+
+
 def test_csv_missing_column_and_missing_file(tmp_path):
     path = _write_csv(tmp_path / "labels.csv", [[1, 1, 1, "images/0.png"]],
                       header=("x", "y", "r", "img_path"))

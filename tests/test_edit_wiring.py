@@ -142,18 +142,17 @@ def test_edit_kind_is_alter_batch_edits_then_jpeg_changes_pixels_only():
 def test_mix_free_export_reads_back_masks_and_kinds(tmp_path, capsys, make_dataset_recorded):
     make_dataset, exported = make_dataset_recorded
     out = str(tmp_path / "mix")
-    assert make_dataset.main([
-        "--out", out, "--set", "data.source=landscapes", "--set", f"data.image_size={S}",
-        "--set", "data.num_images=8", "--set", "corruption.kind=mix",
-        "--set", "corruption.region=free", "--set", "corruption.p_altered=0.75",
-        "--set", "model.name=white_box_net"]) == 0  # a detector: some images left clean
+    sets = ["data.source=landscapes", f"data.image_size={S}", "data.num_images=8",
+            "corruption.kind=mix", "corruption.region=free", "corruption.p_altered=0.75",
+            "model.name=white_box_net"]  # a detector: some images left clean
+    assert make_dataset.main(["--out", out, *[a for s in sets for a in ("--set", s)]]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     labels = exported["labels"]
     assert labels["mask"].shape == (8, S, S) and labels["mask"].any()
     assert len(set(labels["kind"].tolist())) > 1  # the mix drew several kinds
     header = open(summary["csv"]).readline().strip().split(",")
     assert header[:5] == ["x", "y", "r", "discolor_ratio", "img_path"]
-    assert header[-2:] == ["mask_path", "kind"]
+    assert header[-3:] == ["mask_path", "kind", "jpeg_change"]
     assert sorted(os.listdir(os.path.join(out, "masks"))) == [f"{i:05d}.png" for i in range(8)]
 
     s = csv_set(summary["csv"])
@@ -161,6 +160,19 @@ def test_mix_free_export_reads_back_masks_and_kinds(tmp_path, capsys, make_datas
     np.testing.assert_array_equal(s.targets["kind"], labels["kind"])
     np.testing.assert_array_equal(s.targets["altered"], labels["altered"])
     np.testing.assert_array_equal(s.targets["center"], labels["center"])
+    # jpeg_change: the mean |difference| inside the mask between the written file and the
+    # clean image saved the same way (Pillow, quality 75), here from the files themselves.
+    config = make_dataset.build_config("cnn_lowlr", sets)
+    clean = data.load_image_set(config.data, config.seed).images
+    for i in range(8):
+        written = np.asarray(Image.open(os.path.join(out, f"images/{i:05d}.jpg")), np.int64)
+        Image.fromarray(clean[i]).save(tmp_path / "clean.jpg", quality=75)
+        saved_clean = np.asarray(Image.open(tmp_path / "clean.jpg"), np.int64)
+        m = labels["mask"][i]
+        want = np.abs(written - saved_clean)[m].sum() / (3 * m.sum()) if m.any() else 0.0
+        assert s.targets["jpeg_change"][i] == pytest.approx(want, abs=5e-4)
+    assert (s.targets["jpeg_change"][~labels["altered"]] == 0).all()
+    assert (s.targets["jpeg_change"][labels["altered"]] > 0).sum() >= 3
     # Nearest-neighbour resizing keeps a mask a set of pixels: at 32 px, Pillow's NEAREST
     # takes the pixel under each output pixel's centre, (2i + 1, 2j + 1).
     np.testing.assert_array_equal(csv_set(summary["csv"], S // 2).targets["mask"],

@@ -176,17 +176,19 @@ def _quantised_auc(pos, neg):
     return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
 
 
-def _mask_set(folder, rows):
+def _mask_set(folder, rows, jpeg_change=None):
     """A seed-format set with masks, written by hand (no alteration to compile): rows of
     (kind, altered, mask bool[64, 64]); random images (the model's scores are what is
-    checked against the script's figures, not its skill)."""
+    checked against the script's figures, not its skill); optionally a jpeg_change column."""
     (folder / "masks").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    lines = ["x,y,r,discolor_ratio,img_path,altered,mask_path,kind"]
+    lines = ["x,y,r,discolor_ratio,img_path,altered,mask_path,kind"
+             + ("" if jpeg_change is None else ",jpeg_change")]
     for i, (kind, altered, mask) in enumerate(rows):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(folder / f"{i}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"{i}.png")
-        lines.append(f"32,32,8,1,{i}.png,{int(altered)},masks/{i}.png,{kind}")
+        lines.append(f"32,32,8,1,{i}.png,{int(altered)},masks/{i}.png,{kind}"
+                     + ("" if jpeg_change is None else f",{jpeg_change[i]}"))
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
     return str(folder / "labels.csv")
 
@@ -200,7 +202,8 @@ def test_evaluate_scores_a_mask_run_per_kind(mix_run, tmp_path, capsys):
     kinds = ["splice", "smudge", "splice", "scramble", "smudge", "erase", "splice", "erase"]
     altered = np.array([1, 1, 1, 1, 0, 0, 1, 0], bool)
     masks = [(rng.random((64, 64)) < 0.2) & a for a in altered]
-    labels = _mask_set(tmp_path / "set", list(zip(kinds, altered, masks)))
+    change = np.array([2.0, 20.0, 5.0, 30.0, 0.0, 0.0, 3.5, 0.0])
+    labels = _mask_set(tmp_path / "set", list(zip(kinds, altered, masks)), change)
     per_image = str(tmp_path / "per_image.csv")
     assert evaluate.main(["--workdir", workdir, "--csv", labels, "--per-image", per_image]) == 0
     captured = capsys.readouterr()
@@ -221,6 +224,16 @@ def test_evaluate_scores_a_mask_run_per_kind(mix_run, tmp_path, capsys):
             _quantised_auc(scores[own], scores[~altered]), abs=1e-12)
     assert "image AUC" in captured.err
     assert all(name in captured.err for name in by_kind)
+    # Split by the edit's change in the files: rows 0 and 6 under 4 grey levels, row 2 in
+    # 4-16, rows 1 and 3 at 16 or more; each against every clean image, from the raw scores.
+    assert [float(r["jpeg_change"]) for r in rows] == change.tolist()
+    assert list(result["by_change"]) == ["<4", "4-16", ">=16"]
+    for name, chosen in (("<4", [0, 6]), ("4-16", [2]), (">=16", [1, 3])):
+        pos, neg = scores[chosen][:, None], scores[~altered][None, :]
+        assert result["by_change"][name]["n"] == len(chosen)
+        assert result["by_change"][name]["image_auc"] == pytest.approx(
+            float(np.mean((pos > neg) + 0.5 * (pos == neg))), abs=1e-12)
+    assert "by the edit's change" in captured.err
 
 
 def test_evaluate_mask_run_needs_masks_and_draws_no_squares(mix_run, tmp_path, capsys):
