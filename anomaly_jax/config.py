@@ -110,6 +110,12 @@ class TrainConfig:
     # The mask-target localiser only: weight of the image-level term of its loss
     # (`localiser.mask_loss`'s image_weight; 0 = the per-pixel loss alone).
     image_loss: float = 0.0
+    # The mask-target localiser only: grey levels a mask pixel must have changed by in the
+    # saved crop (mean over R, G, B of |altered - clean|, both through the run's JPEG) to be
+    # trained as altered; the mask's other pixels are left out of the loss. 0 = every mask
+    # pixel is altered. An edit under JPEG's own noise (smudge: ~2 levels) otherwise teaches
+    # the net that natural texture is altered (`localiser.visible_target`).
+    mask_min_change: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +256,13 @@ def validate(config: Config) -> None:
             raise ConfigError("model.width: expected a positive integer")
     if c.train.image_loss < 0:
         raise ConfigError(f"train.image_loss={c.train.image_loss}: expected 0 or more")
+    if c.train.mask_min_change < 0:
+        raise ConfigError(f"train.mask_min_change={c.train.mask_min_change}: expected 0 or "
+                          "more (grey levels)")
+    if c.train.mask_min_change and c.model.target != "mask":
+        raise ConfigError(f"train.mask_min_change={c.train.mask_min_change}: only the "
+                          "mask-target localiser (model.name=localiser, model.target=mask) "
+                          "trains on masks")
     if c.train.image_loss and c.model.target != "mask":
         raise ConfigError(f"train.image_loss={c.train.image_loss}: only the mask-target "
                           "localiser (model.name='localiser', model.target='mask') has an "

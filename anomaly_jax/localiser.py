@@ -185,11 +185,32 @@ def edge_loss(logits: jax.Array, targets: jax.Array, weight: jax.Array) -> jax.A
     return jnp.mean(per_pixel, axis=(1, 2, 3)) * weight
 
 
+def visible_target(mask: jax.Array, altered: jax.Array, clean: jax.Array, min_change: float
+                   ) -> tuple[jax.Array, jax.Array]:
+    """The mask target as the saved image shows it: (altered pixels bool[B, H, W], pixels left
+    out of the loss bool[B, H, W]).
+
+    mask: bool[B, H, W], the pixels the edit changed; altered, clean: uint8[B, H, W, 3], the
+    example and its clean original, both as saved (the same JPEG round trip). A mask pixel
+    whose mean |altered - clean| over R, G and B is below `min_change` grey levels is left
+    out: the label says it was edited, the saved image no longer does (a smudge of sigma 2
+    on soft texture changes ~2 levels, under JPEG q75's own noise), and trained as altered it
+    teaches the net that such texture is altered - which is what it then finds in clean
+    photos. Outside the mask everything stays a negative.
+    """
+    change = jnp.mean(jnp.abs(altered.astype(jnp.float32) - clean.astype(jnp.float32)),
+                      axis=-1)
+    visible = change >= min_change
+    return mask & visible, mask & ~visible
+
+
 def mask_loss(logits: jax.Array, mask: jax.Array, weight: jax.Array,
-              image_weight: float = 0.0) -> jax.Array:
+              image_weight: float = 0.0, ignore: jax.Array | None = None) -> jax.Array:
     """`edge_loss` for the mask target: logits float32[B, H, W, 1], mask bool[B, H, W] (the
     altered pixels), weight float32[B] -> float32[B], the mean weighted binary cross-entropy
     over the example's pixels times its weight; positives count MASK_POS_WEIGHT times.
+    ignore: bool[B, H, W] pixels that cost nothing (`visible_target`), still counted in the
+    mean's denominator so that an example's loss keeps its scale; None = none.
 
     image_weight (static): plus, for an example with no altered pixel, that times
     softplus(`image_logit`) - the cross-entropy of its most confident window, which is what
@@ -202,9 +223,12 @@ def mask_loss(logits: jax.Array, mask: jax.Array, weight: jax.Array,
     z = logits[..., 0]
     per_pixel = (MASK_POS_WEIGHT * t * jax.nn.softplus(-z)
                  + (1.0 - t) * jax.nn.softplus(z))
+    if ignore is not None:
+        per_pixel = jnp.where(ignore, 0.0, per_pixel)
     loss = jnp.mean(per_pixel, axis=(1, 2))
     if image_weight:
-        clean = ~jnp.any(mask, axis=(1, 2))
+        edited = mask if ignore is None else mask | ignore
+        clean = ~jnp.any(edited, axis=(1, 2))
         loss = loss + image_weight * clean * jax.nn.softplus(image_logit(logits))
     return loss * weight
 

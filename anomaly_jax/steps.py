@@ -44,6 +44,8 @@ class Task:
       the altered pixels of any kind (`corruption`), scored with the mask metrics.
     crops_per_image: a training id is `image_id * crops_per_image + copy` (1 unless dense).
     image_loss: target "mask": the weight of `localiser.mask_loss`'s image-level term.
+    mask_min_change: target "mask": grey levels a mask pixel must have changed by in the
+      saved crop to be trained as altered (`localiser.visible_target`); 0 = every one.
     """
     corruption: CorruptionConfig
     detect: bool
@@ -54,6 +56,7 @@ class Task:
     crops_per_image: int = 1
     target: str = "edges"
     image_loss: float = 0.0
+    mask_min_change: float = 0.0
 
 
 @jax.tree_util.register_dataclass
@@ -85,7 +88,8 @@ def make_task(config: Config) -> Task:
                 use_features=models.uses_features(config.model.name),
                 dense=dense, crop=crop,
                 crops_per_image=config.data.crops_per_image if dense else 1,
-                target=config.model.target, image_loss=config.train.image_loss)
+                target=config.model.target, image_loss=config.train.image_loss,
+                mask_min_change=config.train.mask_min_change)
 
 
 def make_optimizer(train: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
@@ -205,9 +209,11 @@ def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
     batch: {"id": int32[B] crop ids, optional "image": uint8[B,S,S,3] (host cache)};
     tables: {"images": uint8[N,S,S,3] (device cache), "valid_hw": int32[N,2]}.
     Returns (images uint8[B,C,C,3], targets): target "edges" - bool[B,C,C,4], see
-    `augment.crop_example`; "mask" - bool[B,C,C], the label mask of `alter_examples`, which
-    alters the clean crops (`augment.clean_crop`) with corruption.* (splice's donor is the
-    batch neighbour's crop) and then applies the JPEG round trip.
+    `augment.crop_example`; "mask" - {"mask": bool[B,C,C], "ignore": bool[B,C,C]}: the label
+    mask of `alter_examples`, which alters the clean crops (`augment.clean_crop`) with
+    corruption.* (splice's donor is the batch neighbour's crop) and then applies the JPEG
+    round trip, and no pixel ignored; with task.mask_min_change, the mask's pixels that the
+    saved crop shows changed, and the rest of it ignored (`localiser.visible_target`).
     """
     crop_ids = batch["id"]
     image_ids = crop_ids // task.crops_per_image
@@ -219,7 +225,12 @@ def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
                                                                              keys)
         x, labels = alter_examples(task.corruption, crops, mask_crop_key(corrupt_key), crop_ids,
                                    step)
-        return x, labels["mask"]
+        if not task.mask_min_change:
+            return x, {"mask": labels["mask"], "ignore": jnp.zeros_like(labels["mask"])}
+        quality = task.corruption.jpeg_quality
+        clean = jpeg.jpeg_roundtrip_batch(crops, quality) if quality else crops
+        mask, ignore = localiser.visible_target(labels["mask"], x, clean, task.mask_min_change)
+        return x, {"mask": mask, "ignore": ignore}
     example = functools.partial(augment.crop_example, p=task.crop)
     x, targets, _ = jax.vmap(example)(images, valid_hw, keys)
     return x, targets
@@ -230,7 +241,10 @@ def dense_loss(task: Task, logits: jax.Array, targets: jax.Array, weight: jax.Ar
     """The dense localiser's per-example loss float32[B] for its target (`localiser.edge_loss`
     or `localiser.mask_loss`; targets as `dense_train_inputs` returns them)."""
     if task.target == "mask":
-        return localiser.mask_loss(logits, targets, weight, task.image_loss)
+        # Static: without mask_min_change nothing is ignored, and the loss is the same
+        # program, bit for bit, as before the option existed.
+        return localiser.mask_loss(logits, targets["mask"], weight, task.image_loss,
+                                   targets["ignore"] if task.mask_min_change else None)
     return localiser.edge_loss(logits, targets, weight)
 
 

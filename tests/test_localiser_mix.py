@@ -5,6 +5,7 @@ and the 4-edge localiser is what it was."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import shutil
@@ -57,7 +58,9 @@ def test_mask_inputs_are_the_alterations_labels_on_the_clean_crops():
     step = jnp.int32(5)  # per_step resampling: the step is part of every key
     inputs = jax.jit(lambda i, s: steps.dense_train_inputs(task, {"id": i}, tables,
                                                            keys.corrupt, s))
-    x, masks = inputs(ids, step)
+    x, targets = inputs(ids, step)
+    masks = targets["mask"]
+    assert not np.asarray(targets["ignore"]).any()  # train.mask_min_change 0: none ignored
     assert x.shape == (8, 32, 32, 3) and x.dtype == jnp.uint8
     assert masks.shape == (8, 32, 32) and masks.dtype == jnp.bool_
 
@@ -79,7 +82,22 @@ def test_mask_inputs_are_the_alterations_labels_on_the_clean_crops():
     assert m.any() and not m[~alt].any()  # some crops altered; clean ones have empty masks
     # A fresh step gives fresh alterations of the same crop ids.
     _, other = inputs(ids, step + 1)
-    assert not np.array_equal(np.asarray(other), m)
+    assert not np.array_equal(np.asarray(other["mask"]), m)
+
+    # train.mask_min_change: the same crops, the mask split by what the saved crop shows -
+    # altered where the mean |x - clean| over R, G, B (both JPEG'd) reaches the threshold
+    # (here the median change inside the masks, so that both sides are non-empty).
+    saved_clean = np.asarray(jax.jit(jpeg.jpeg_roundtrip_batch, static_argnums=1)(clean,
+                                                                                  quality))
+    change = np.abs(np.asarray(x, np.int64) - saved_clean).sum(-1) / 3.0
+    levels = float(np.median(change[m]))
+    visible_task = dataclasses.replace(task, mask_min_change=levels)
+    xv, tv = jax.jit(lambda i, s: steps.dense_train_inputs(visible_task, {"id": i}, tables,
+                                                           keys.corrupt, s))(ids, step)
+    np.testing.assert_array_equal(np.asarray(xv), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(tv["mask"]), m & (change >= levels))
+    np.testing.assert_array_equal(np.asarray(tv["ignore"]), m & (change < levels))
+    assert np.asarray(tv["mask"]).any() and np.asarray(tv["ignore"]).any()
 
 
 def test_mask_loss_weighs_positives_and_the_image_score_ignores_one_hot_pixel():
@@ -90,6 +108,12 @@ def test_mask_loss_weighs_positives_and_the_image_score_ignores_one_hot_pixel():
     np.testing.assert_allclose(float(localiser.mask_loss(zero, mask, jnp.ones(1))[0]), want,
                                rtol=1e-6)
     assert float(localiser.mask_loss(zero, mask, jnp.zeros(1))[0]) == 0.0
+    # Ignored pixels cost nothing and still count in the mean: 2 of the positives, 3 negatives.
+    ignore = jnp.zeros((1, 8, 8), bool).at[0, 2, 2:4].set(True).at[0, 6, 1:4].set(True)
+    want = np.log(2) * (57 + 2 * localiser.MASK_POS_WEIGHT) / 64
+    np.testing.assert_allclose(
+        float(localiser.mask_loss(zero, mask & ~ignore, jnp.ones(1), ignore=ignore)[0]), want,
+        rtol=1e-6)
     prob = jnp.zeros((2, 16, 16)).at[0, 7, 7].set(1.0).at[1, 4:9, 4:9].set(1.0)
     score = np.asarray(localiser.image_score(prob))
     np.testing.assert_allclose(score, [1 / 25, 1.0], rtol=1e-6)
@@ -107,6 +131,13 @@ def test_the_image_level_term_pays_for_the_most_confident_window():
     np.testing.assert_allclose(with_term - base, [0.5 * np.log1p(np.exp(4.0)), 0.0],
                                rtol=1e-5, atol=1e-7)
     assert np.all(np.asarray(localiser.mask_loss(logits, mask, jnp.zeros(2), 0.5)) == 0.0)
+    # An example whose edit is all ignored (invisible once saved) is not clean: no term.
+    ignored = jnp.zeros((2, 16, 16), bool).at[1, 10, 10].set(True)
+    none = jnp.zeros((2, 16, 16), bool)
+    np.testing.assert_allclose(
+        np.asarray(localiser.mask_loss(logits, none, ones, 0.5, ignored))
+        - np.asarray(localiser.mask_loss(logits, none, ones, 0.0, ignored)),
+        [0.5 * np.log1p(np.exp(4.0)), 0.0], rtol=1e-5, atol=1e-7)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,16 @@ def test_a_model_that_does_not_fit_the_task_is_refused(config, model, expected):
         apply_overrides(get_config(config), [f"model.name={model}"])
 
 
-@pytest.mark.parametrize("config, value, expected", [
-    ("localiser", "0.5", r"train.image_loss=0.5: only the mask-target localiser"),
-    ("localiser_mix", "-1", r"train.image_loss=-1.0: expected 0 or more"),
+@pytest.mark.parametrize("config, setting, expected", [
+    ("localiser", "image_loss=0.5", r"train.image_loss=0.5: only the mask-target localiser"),
+    ("localiser_mix", "image_loss=-1", r"train.image_loss=-1.0: expected 0 or more"),
+    ("cnn_lowlr", "mask_min_change=4", r"train.mask_min_change=4.0: only the mask-target"),
+    ("localiser_mix", "mask_min_change=-2", r"train.mask_min_change=-2.0: expected 0 or more"),
 ])
-def test_an_image_loss_where_there_is_none_or_below_zero_is_refused(config, value, expected):
+def test_mask_loss_options_where_there_is_no_mask_or_below_zero_are_refused(config, setting,
+                                                                             expected):
     with pytest.raises(ConfigError, match=expected):
-        apply_overrides(get_config(config), [f"train.image_loss={value}"])
+        apply_overrides(get_config(config), [f"train.{setting}"])
 
 
 def test_every_named_config_fits_its_task():
