@@ -110,11 +110,11 @@ class TrainConfig:
     # The mask-target localiser only: weight of the image-level term of its loss
     # (`localiser.mask_loss`'s image_weight; 0 = the per-pixel loss alone).
     image_loss: float = 0.0
-    # The mask-target localiser only: grey levels a mask pixel must have changed by in the
-    # saved crop (mean over R, G, B of |altered - clean|, both through the run's JPEG) to be
-    # trained as altered; the mask's other pixels are left out of the loss. 0 = every mask
-    # pixel is altered. An edit under JPEG's own noise (smudge: ~2 levels) otherwise teaches
-    # the net that natural texture is altered (`localiser.visible_target`).
+    # The mask-target localiser only: grey levels an edit must have changed its region by in
+    # the saved crop (mean |altered - clean| over the mask and R, G, B, both through the run's
+    # JPEG) to be trained as altered; a fainter edit's mask is left out of the loss. 0 = every
+    # edit is trained on. An edit under JPEG's own noise (smudge: ~2 levels) otherwise
+    # teaches the net that natural texture is altered (`localiser.visible_target`).
     mask_min_change: float = 0.0
 
 

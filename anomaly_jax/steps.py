@@ -44,8 +44,8 @@ class Task:
       the altered pixels of any kind (`corruption`), scored with the mask metrics.
     crops_per_image: a training id is `image_id * crops_per_image + copy` (1 unless dense).
     image_loss: target "mask": the weight of `localiser.mask_loss`'s image-level term.
-    mask_min_change: target "mask": grey levels a mask pixel must have changed by in the
-      saved crop to be trained as altered (`localiser.visible_target`); 0 = every one.
+    mask_min_change: target "mask": grey levels an edit must have changed its region by in
+      the saved crop to be trained as altered (`localiser.visible_target`); 0 = every edit.
     """
     corruption: CorruptionConfig
     detect: bool
@@ -212,8 +212,8 @@ def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
     `augment.crop_example`; "mask" - {"mask": bool[B,C,C], "ignore": bool[B,C,C]}: the label
     mask of `alter_examples`, which alters the clean crops (`augment.clean_crop`) with
     corruption.* (splice's donor is the batch neighbour's crop) and then applies the JPEG
-    round trip, and no pixel ignored; with task.mask_min_change, the mask's pixels that the
-    saved crop shows changed, and the rest of it ignored (`localiser.visible_target`).
+    round trip, and no pixel ignored; with task.mask_min_change, the masks of the edits the
+    saved crop shows, and those of fainter edits ignored (`localiser.visible_target`).
     """
     crop_ids = batch["id"]
     image_ids = crop_ids // task.crops_per_image
