@@ -84,19 +84,26 @@ def test_mask_inputs_are_the_alterations_labels_on_the_clean_crops():
     _, other = inputs(ids, step + 1)
     assert not np.array_equal(np.asarray(other["mask"]), m)
 
-    # train.mask_min_change: the same crops, the mask split by what the saved crop shows -
-    # altered where the mean |x - clean| over R, G, B (both JPEG'd) reaches the threshold
-    # (here the median change inside the masks, so that both sides are non-empty).
+    # train.mask_min_change: the same crops, each edit's mask kept or left out by what the
+    # saved crop shows - its mean |x - clean| over the mask and R, G, B (both JPEG'd) against
+    # the threshold (here halfway between two of the altered crops' changes, so that both
+    # sides happen and no float rounding decides one).
     saved_clean = np.asarray(jax.jit(jpeg.jpeg_roundtrip_batch, static_argnums=1)(clean,
                                                                                   quality))
-    change = np.abs(np.asarray(x, np.int64) - saved_clean).sum(-1) / 3.0
-    levels = float(np.median(change[m]))
+    diff = np.abs(np.asarray(x, np.int64) - saved_clean).sum(-1)
+    edited = m.any(axis=(1, 2))
+    change = np.array([diff[i][m[i]].sum() / (3.0 * m[i].sum()) if edited[i] else 0.0
+                       for i in range(len(m))])
+    middle = np.sort(change[edited])[len(change[edited]) // 2 - 1:][:2]
+    levels = float(middle.mean())
+    assert middle[1] - middle[0] > 0.1
     visible_task = dataclasses.replace(task, mask_min_change=levels)
     xv, tv = jax.jit(lambda i, s: steps.dense_train_inputs(visible_task, {"id": i}, tables,
                                                            keys.corrupt, s))(ids, step)
     np.testing.assert_array_equal(np.asarray(xv), np.asarray(x))
-    np.testing.assert_array_equal(np.asarray(tv["mask"]), m & (change >= levels))
-    np.testing.assert_array_equal(np.asarray(tv["ignore"]), m & (change < levels))
+    kept = (change >= levels)[:, None, None]
+    np.testing.assert_array_equal(np.asarray(tv["mask"]), m & kept)
+    np.testing.assert_array_equal(np.asarray(tv["ignore"]), m & ~kept)
     assert np.asarray(tv["mask"]).any() and np.asarray(tv["ignore"]).any()
 
 
