@@ -17,7 +17,10 @@ A held-out benchmark for a localiser_mix run (photos it never trained on: landsc
 another seed than the run's 42, plus --held-out-photos):
 
     python -m scripts.make_dataset --config localiser_mix --out heldout --held-out-photos \
-        --set seed=7 --set data.num_images=96 --set corruption.p_altered=0.5
+        --set seed=7 --set data.num_images=196 --set data.image_size=800 \
+        --set corruption.p_altered=0.5 --set corruption.mix_weights=
+
+(mix_weights empty: every kind, also those localiser_mix does not train on.)
 """
 from __future__ import annotations
 
