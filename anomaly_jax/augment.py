@@ -126,7 +126,7 @@ def clean_crop(image: jax.Array, valid_hw: jax.Array, key: jax.Array, p: CropPar
                ) -> jax.Array:
     """Steps 1-3 (crop, shrink, flips, exposure/gamma, frames): uint8[C, C, 3], not altered.
 
-    The mask target (`steps.dense_train_inputs`) alters these crops with any kind; the edge
+    The mask target (`dense_steps.dense_train_inputs`) alters these crops with any kind; the edge
     target's `crop_example` continues from here with its discolor square.
     """
     keys = jax.random.split(key, 7)  # the same split as crop_example's: its keys 0-2 and 6
