@@ -199,30 +199,28 @@ def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def saved_change(clean: np.ndarray, altered: np.ndarray, mask: np.ndarray, quality: int
-                 ) -> np.ndarray:
-    """How much each alteration changed its region once saved: float32[N], the mean absolute
-    difference in grey levels over the mask's pixels and three channels between the clean
-    and the altered image, each decoded from the JPEG file `write_seed_format` writes at
-    `quality` (`metrics.mask_change`); 0 for an empty mask (a clean image).
+def saved_change(clean: np.ndarray, saved: bytes, mask: np.ndarray, quality: int) -> float:
+    """How much an alteration changed its region once saved: the mean absolute difference in
+    grey levels over the mask's pixels and three channels (`metrics.mask_change`) between
+    the clean image and the altered one, each as the JPEG file `write_seed_format` writes at
+    `quality`; 0 for an empty mask (a clean image). The signal a detector gets from the file:
+    an edit of a grey level or two is under JPEG's own noise.
 
-    clean, altered: uint8[N, H, W, 3]; mask: bool[N, H, W]. The signal a detector gets from
-    the file: an edit of a grey level or two is under JPEG's own noise.
+    clean: uint8[H, W, 3]; saved: the altered image's JPEG bytes, as written; mask: bool[H, W].
     """
+    if not mask.any():
+        return 0.0
     from anomaly_jax import metrics  # jax: only the exporter needs it here
 
-    def saved(image):
-        return np.asarray(Image.open(io.BytesIO(_jpeg_bytes(image, quality))).convert("RGB"))
+    def decoded(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[None]
 
-    out = np.zeros(len(clean), np.float32)
-    for i in np.flatnonzero(np.asarray(mask).any(axis=(1, 2))):
-        out[i] = metrics.mask_change(saved(clean[i])[None], saved(altered[i])[None],
-                                     mask[i][None])[0][0]
-    return out
+    return float(metrics.mask_change(decoded(_jpeg_bytes(clean, quality)), decoded(saved),
+                                     mask[None])[0][0])
 
 
 def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
-                      quality: int = 75) -> str:
+                      quality: int = 75, clean: np.ndarray | None = None) -> str:
     """Writes a seed-format dataset: out_dir/images/NNNNN.jpg + out_dir/labels.csv.
 
     images: uint8[N, H, W, 3]; labels: pixel columns {x, y, r, discolor_ratio} or corruption
@@ -230,8 +228,9 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
     optionally altered bool[N] (written as a 6th column only if some image is clean),
     mask bool[N, H, W] (written as out_dir/masks/NNNNN.png, 1-bit, one per image - all black
     for a clean one - and a `mask_path` column), kind: N names from KIND_ORDER (a `kind`
-    column) and jpeg_change float32[N] (`saved_change`; a `jpeg_change` column). The seed's
-    five columns always come first, unchanged.
+    column). With the images' clean originals (clean: uint8[N, H, W, 3]) and a mask, also a
+    `jpeg_change` column: `saved_change` of each file as written. The seed's five columns
+    always come first, unchanged.
     JPEG quality 75 is Pillow's default, i.e. what the seed's `img.save(path)` used.
     Returns the CSV path; img_path and mask_path values are relative to out_dir.
     """
@@ -256,12 +255,10 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
         if len(kinds) != n or unknown:
             raise DataError(f"write_seed_format: kind needs {n} names from "
                             f"{', '.join(KIND_ORDER)}; got {len(kinds)} (unknown: {unknown})")
-    change = None
-    if "jpeg_change" in labels:
-        change = np.asarray(labels["jpeg_change"], np.float32)
-        if change.shape != (n,):
-            raise DataError(f"write_seed_format: jpeg_change {list(change.shape)}; expected "
-                            f"float32[{n}]")
+    with_change = clean is not None and masks is not None
+    if with_change and np.shape(clean) != images.shape:
+        raise DataError(f"write_seed_format: clean {list(np.shape(clean))}; expected the "
+                        f"images' shape {list(images.shape)}")
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     digits = max(5, len(str(n - 1)))
     csv_path = os.path.join(out_dir, "labels.csv")
@@ -270,11 +267,12 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
         writer.writerow(list(CSV_COLUMNS) + (["altered"] if with_altered else [])
                         + (["mask_path"] if masks is not None else [])
                         + (["kind"] if kinds is not None else [])
-                        + (["jpeg_change"] if change is not None else []))
+                        + (["jpeg_change"] if with_change else []))
         for i in range(n):
             rel = f"images/{i:0{digits}d}.jpg"
+            saved = _jpeg_bytes(images[i], quality)
             with open(os.path.join(out_dir, rel), "wb") as f_image:
-                f_image.write(_jpeg_bytes(images[i], quality))
+                f_image.write(saved)
             row = [_format_number(columns[k][i]) for k in ("x", "y", "r", "discolor_ratio")]
             row.append(rel)
             if with_altered:
@@ -286,7 +284,7 @@ def write_seed_format(out_dir: str, images: np.ndarray, labels: dict, *,
                 row.append(mask_rel)
             if kinds is not None:
                 row.append(kinds[i])
-            if change is not None:
-                row.append(f"{change[i]:.3f}")
+            if with_change:
+                row.append(f"{saved_change(clean[i], saved, masks[i], quality):.3f}")
             writer.writerow(row)
     return csv_path

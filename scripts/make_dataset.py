@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from anomaly_jax.config import KIND_ORDER
     from anomaly_jax.data import load_image_set
-    from anomaly_jax.seed_csv import saved_change, write_seed_format
+    from anomaly_jax.seed_csv import write_seed_format
 
     config = build_config(args.config, args.set)
     image_set = load_image_set(config.data, config.seed)
@@ -121,10 +121,8 @@ def _main(args: argparse.Namespace) -> int:
     images, labels = alter_all(config, clean)
     # The CSV names kinds; the labels index KIND_ORDER.
     kinds = [KIND_ORDER[k] for k in labels["kind"]]
-    change = saved_change(clean, images, labels["mask"], args.quality)
-    csv_path = write_seed_format(args.out, images,
-                                 {**labels, "kind": kinds, "jpeg_change": change},
-                                 quality=args.quality)
+    csv_path = write_seed_format(args.out, images, {**labels, "kind": kinds},
+                                 quality=args.quality, clean=clean)
     print(json.dumps({"out": args.out, "n": int(images.shape[0]), "csv": csv_path}))
     return 0
 
