@@ -63,7 +63,18 @@ def cli(workdir, *extra):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_then_resume_is_bit_exact(uninterrupted, tmp_path):
+def cli_here(workdir, capfd, *extra):
+    """The same command run in this process (no interpreter and JAX start-up to pay):
+    (exit code, stdout, stderr). Only a run that must be signalled or killed needs `cli`."""
+    sets = [a for s in SETS + list(extra) for a in ("--set", s)]
+    capfd.readouterr()
+    code = run_cli.main(["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress",
+                         *sets])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_sigkill_then_resume_is_bit_exact(uninterrupted, tmp_path, capfd):
     workdir = tmp_path / "killed"
     proc = cli(workdir)
     ckpts = workdir / "checkpoints"
@@ -77,9 +88,8 @@ def test_sigkill_then_resume_is_bit_exact(uninterrupted, tmp_path):
     assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = cli(workdir)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    code, out, err = cli_here(workdir, capfd)
+    assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["params_sha256"] == sha(uninterrupted)
     assert sha(workdir) == sha(uninterrupted)
     assert records(workdir) == records(uninterrupted)
@@ -270,7 +280,7 @@ def wait_for_first_checkpoint(proc, workdir):
 
 
 def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resumes_bit_exact(uninterrupted,
-                                                                          tmp_path):
+                                                                          tmp_path, capfd):
     workdir = tmp_path / "preempted"
     proc = cli(workdir)
     wait_for_first_checkpoint(proc, workdir)
@@ -285,9 +295,8 @@ def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resumes_bit_exact(uninter
     step = int(stopped.group(1))
     assert 3 <= step < 24 and (workdir / "checkpoints" / str(step)).is_dir()
     assert records(workdir) == records(uninterrupted)[:step // 8]
-    resumed = cli(workdir)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
+    code, out, err = cli_here(workdir, capfd)
+    assert code == 0, err
     assert f"resumed from step {step}" in err
     assert sha(workdir) == sha(uninterrupted)
     assert records(workdir) == records(uninterrupted)
@@ -321,23 +330,22 @@ def remount(mount, options):
     subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
 
 
-def test_full_then_read_only_disk_are_one_line_and_resume_after(uninterrupted, small_disk):
+def test_full_then_read_only_disk_are_one_line_and_resume_after(uninterrupted, small_disk,
+                                                                  capfd):
     workdir = small_disk / "run"
-    out, err = cli(workdir).communicate(timeout=300)
+    code, out, err = cli_here(workdir, capfd)
     lines = err.strip().splitlines()
-    assert "Traceback" not in err, err  # the whole stderr: which library printed it
+    assert code == 1 and "Traceback" not in err, err  # the whole stderr: which library printed it
     assert re.fullmatch(r"error: .*/checkpoints: a checkpoint could not be written \(No space "
                         r"left on device\); checkpoint 3 is intact — .*", lines[-1]), lines[-1]
     remount(small_disk, "ro")
-    proc = cli(workdir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in err, err
+    code, out, err = cli_here(workdir, capfd)
+    assert code == 1 and "Traceback" not in err, err
     assert re.fullmatch(r"error: .*: Read-only file system; .*rerun to resume .*",
                         err.strip().splitlines()[-1])
     remount(small_disk, "rw,size=16m")
-    proc = cli(workdir)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    code, out, err = cli_here(workdir, capfd)
+    assert code == 0, err
     assert "resumed from step 3" in err
     assert sha(workdir) == sha(uninterrupted)
     assert records(workdir) == records(uninterrupted)
