@@ -15,8 +15,11 @@ from experiments.configs import get_config
 
 
 def test_pmapped_step_equals_single_device_grad_and_optax():
+    # tests/test_train.py's small cnn_lowlr run (and tests/test_checkpoint.py's): the same
+    # step program, which the suite's compilation cache then holds once.
     config = apply_overrides(get_config("cnn_lowlr"), [
-        "data.source=solid", "data.image_size=64", "data.num_images=12", "train.batch_size=4"])
+        "data.image_size=64", "data.num_images=40", "train.epochs=1", "train.log_every=1",
+        "train.batch_size=4"])
     run, state = run_setup.setup(config)
     assert len(run.devices) == 2
     ids = np.array([[5, 0, 9, 3]], np.int32)  # one step (K = 1) of the global batch
