@@ -92,9 +92,10 @@ def _localiser_mix(name: str) -> Config:
     per epoch, 16 epochs = 2448 steps. Against 64 landscapes x 40 crops (2400 steps, the
     default until 2026-12-01) it scored image AUC 0.768 / 0.762 (best / last) on the 200
     held-out photos against 0.748 / 0.757, copy_move 0.91 / 0.92 against 0.89 (README).
-    2 CPU cores: ~110 s per epoch (batch 16, 128x128 crops; on CPU the mix loops over the
-    crops, each edited on a window around its region: `anomaly_jax.edit_loop`) including a
-    ~10 s validation pass of 64 whole 800x800 images; about 30 min in all.
+    2 CPU cores (2026-12-01, shared at times with the test suite): 105-130 s per epoch, of
+    which ~90 s train (batch 16, 128x128 crops; on CPU the mix loops over the crops, each
+    edited on a window around its region: `anomaly_jax.edit_loop`) and ~30 s validate (64
+    whole 800x800 images); 30-60 min in all.
     """
     base = _localiser(name)
     return dataclasses.replace(
