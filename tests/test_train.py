@@ -116,9 +116,10 @@ def test_per_step_resampling_changes_the_alterations(baseline_losses, tmp_path):
 
 
 def test_whitebox_black_learns(tmp_path):
-    """Seed 2's easiest dataset: a white square on black is found almost always."""
+    """Seed 2's easiest dataset: a white square on black is found almost always (validation
+    accuracy 1.0 from the second epoch on, measured over 6)."""
     config = apply_overrides(get_config("whitebox_black"), [
-        "data.num_images=400", "train.batch_size=20", "train.epochs=6", "train.lr=0.01",
+        "data.num_images=400", "train.batch_size=20", "train.epochs=3", "train.lr=0.01",
         "train.momentum=0.9", "train.log_every=10"])
     summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
     assert summary["best"]["val_accuracy"] >= 0.95, summary["best"]
