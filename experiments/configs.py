@@ -90,8 +90,9 @@ def _localiser_mix(name: str) -> Config:
     the best checkpoint is picked on 64 whole images rather than 16 (whose image AUC sat at
     1.0 from epoch 6 on, picking nothing), and 192 + 12 package photos x 12 crops = 153 steps
     per epoch, 16 epochs = 2448 steps. Against 64 landscapes x 40 crops (2400 steps, the
-    default until 2026-12-01) it scored image AUC 0.768 / 0.762 (best / last) on the 200
-    held-out photos against 0.748 / 0.757, copy_move 0.91 / 0.92 against 0.89 (README).
+    default until 2026-12-01) on the 200 held-out photos (README), two seeds: image AUC the
+    same within seed noise (0.768 / 0.762 and 0.745 / 0.754, best / last, against 0.748 /
+    0.757 and 0.744 / 0.752), copy_move 0.02-0.04 higher in both (0.87-0.92).
     2 CPU cores (2026-12-01, shared at times with the test suite): 105-130 s per epoch, of
     which ~90 s train (batch 16, 128x128 crops; on CPU the mix loops over the crops, each
     edited on a window around its region: `anomaly_jax.edit_loop`) and ~30 s validate (64
