@@ -38,7 +38,7 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     `edit_loop.batching`: "auto" is "loop" on CPU for images above 64 px) says "loop" -
     donate `images` then.
     Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
-    trip (as seed 1's photos were saved after the alteration): it changes pixels, never the
+    trip (`as_saved`; as seed 1's photos were saved after the alteration): it changes pixels, never the
     labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
     labels: as `corruptions.alter_batch` (center float32[B, 2], half_size int32[B],
     half_size_norm float32[B], ratio float32[B], mask bool[B, H, W], altered bool[B]) plus
@@ -64,6 +64,12 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
                                                       overflow=c.overflow, box_size=c.box_size)
     if "kind" not in labels:
         labels = {**labels, "kind": jnp.full(ids.shape, KIND_ORDER.index(c.kind), jnp.int32)}
-    if c.jpeg_quality and jpeg_roundtrip:
-        out = jpeg.jpeg_roundtrip_batch(out, c.jpeg_quality)
-    return out, labels
+    return (as_saved(c, out) if jpeg_roundtrip else out), labels
+
+
+def as_saved(corruption: CorruptionConfig, images: jax.Array) -> jax.Array:
+    """images uint8[B, H, W, 3] as the run saves them: the on-device JPEG round trip at
+    corruption.jpeg_quality, or unchanged when it is 0 (off)."""
+    if not corruption.jpeg_quality:
+        return images
+    return jpeg.jpeg_roundtrip_batch(images, corruption.jpeg_quality)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from anomaly_jax import augment, corruptions, jpeg, localiser, metrics, parallel, squares
-from anomaly_jax.alteration import alter_examples, example_keys
+from anomaly_jax import augment, corruptions, localiser, metrics, parallel, squares
+from anomaly_jax.alteration import alter_examples, as_saved, example_keys
 from anomaly_jax.config import KIND_ORDER, MIX_KIND
 
 if TYPE_CHECKING:  # steps imports this module
@@ -60,9 +60,9 @@ def dense_train_inputs(task: Task, batch: Mapping[str, jax.Array],
                                    step)
         if not task.mask_min_change:
             return x, {"mask": labels["mask"], "ignore": None}
-        quality = task.corruption.jpeg_quality
-        clean = jpeg.jpeg_roundtrip_batch(crops, quality) if quality else crops
-        mask, ignore = localiser.visible_target(labels["mask"], x, clean, task.mask_min_change)
+        mask, ignore = localiser.visible_target(labels["mask"], x,
+                                                as_saved(task.corruption, crops),
+                                                task.mask_min_change)
         return x, {"mask": mask, "ignore": ignore}
     example = functools.partial(augment.crop_example, p=task.crop)
     x, targets, _ = jax.vmap(example)(images, valid_hw, keys)
@@ -109,8 +109,7 @@ def dense_eval_sums(task: Task, logits_fn, images: jax.Array, corrupt_key: jax.A
     keys = example_keys(corrupt_key, ids, None)
     altered, lab = corruptions.alter_batch("discolor", images, keys, p_altered=1.0,
                                            overflow=c.overflow)
-    if c.jpeg_quality:
-        altered = jpeg.jpeg_roundtrip_batch(altered, c.jpeg_quality)
+    altered = as_saved(c, altered)
     h, w = images.shape[1:3]
     targets = jax.vmap(lambda ctr, r: localiser.edge_targets(
         ctr, r, jnp.bool_(True), h, w))(jnp.round(lab["center"] * jnp.array([h, w])).astype(
