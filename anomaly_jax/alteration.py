@@ -38,8 +38,8 @@ def alter_examples(corruption: CorruptionConfig, images: jax.Array, base_key: ja
     `edit_loop.batching`: "auto" is "loop" on CPU for images above 64 px) says "loop" -
     donate `images` then.
     Then, if `corruption.jpeg_quality` is set and `jpeg_roundtrip`, the on-device JPEG round
-    trip (`as_saved`; as seed 1's photos were saved after the alteration): it changes pixels, never the
-    labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
+    trip (`as_saved`; as seed 1's photos were saved after the alteration): it changes
+    pixels, never the labels. A file export that writes JPEGs itself passes jpeg_roundtrip=False.
     labels: as `corruptions.alter_batch` (center float32[B, 2], half_size int32[B],
     half_size_norm float32[B], ratio float32[B], mask bool[B, H, W], altered bool[B]) plus
     kind int32[B], the index into KIND_ORDER (the same for every example unless "mix").

@@ -2,12 +2,14 @@
 
 The hot path (one pmapped call): gather clean uint8 images by id from the
 device-resident table (or take the streamed batch), alter them on the device with keys
-derived from (seed, example id[, step]), run the model, take the loss, average the gradients over devices (`parallel.ordered_mean`),
-apply the optax update. K steps can be fused into one call with `lax.scan`
-(`train.steps_per_dispatch`) for small, dispatch-bound models.
+derived from (seed, example id[, step]), run the model, take the loss, average the
+gradients over devices (`parallel.ordered_mean`), apply the optax update. K steps can be
+fused into one call with `lax.scan` (`train.steps_per_dispatch`) for small, dispatch-bound
+models.
 
-The dense localiser's steps are in `anomaly_jax.dense_steps`. State is explicit: `TrainState = {"params", "opt_state", "step"}`; the model's static
-structure (`graphdef`) and the task description are bound with `functools.partial`.
+The dense localiser's steps are in `anomaly_jax.dense_steps`. State is explicit:
+`TrainState = {"params", "opt_state", "step"}`; the model's static structure (`graphdef`)
+and the task description are bound with `functools.partial`.
 Randomness comes only from `RunKeys`, derived from `config.seed`, so a run is a pure function
 of its config, and a resumed run is bit-for-bit the uninterrupted one.
 """

@@ -54,22 +54,25 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
-def cli(workdir, *extra):
+def run_args(workdir, *extra):
+    """`experiments.run`'s arguments for this file's run in workdir (SETS, then extra)."""
     sets = [a for s in SETS + list(extra) for a in ("--set", s)]
+    return ["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress", *sets]
+
+
+def cli(workdir, *extra):
+    """The command in a subprocess, for a run that must be signalled or killed."""
     env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(2), JAX_PLATFORMS="cpu")
-    return subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", "--config", "cnn_lowlr", "--workdir",
-         str(workdir), "--no-progress", *sets], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "experiments.run", *run_args(workdir, *extra)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def cli_here(workdir, capfd, *extra):
-    """The same command run in this process (no interpreter and JAX start-up to pay):
-    (exit code, stdout, stderr). Only a run that must be signalled or killed needs `cli`."""
-    sets = [a for s in SETS + list(extra) for a in ("--set", s)]
+    """The same command in this process (no interpreter and JAX start-up to pay):
+    (exit code, stdout, stderr)."""
     capfd.readouterr()
-    code = run_cli.main(["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress",
-                         *sets])
+    code = run_cli.main(run_args(workdir, *extra))
     out, err = capfd.readouterr()
     return code, out, err
 
