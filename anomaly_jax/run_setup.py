@@ -266,9 +266,9 @@ def evaluate(run: Run, params_repl: Any, eval_fn: Any, split: str) -> dict[str, 
         chunk = np.concatenate([chunk, np.full(pad, chunk[0], chunk.dtype)])
         chunk, weight = chunk[None, mine], weight[None, mine]  # one step (K = 1)
         batch = device_batch(run, chunk, stream_images(run, chunk), weight)
-        sums = parallel.unreplicate(eval_fn(params_repl, batch, run.tables, run.keys))
-        totals = metrics.add(totals, sums)
-    totals = jax.device_get(totals)
+        # Summed on the devices (each holds the same all-reduced sums): one host read at the end.
+        totals = metrics.add(totals, eval_fn(params_repl, batch, run.tables, run.keys))
+    totals = parallel.unreplicate(totals)
     # "<kind>/<sum>" keys (the mask target on kind "mix") finish into one row per kind.
     out = metrics.finish({k: v for k, v in totals.items() if "/" not in k})
     by_kind = {k: v for k, v in totals.items() if "/" in k}

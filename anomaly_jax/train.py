@@ -115,7 +115,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     bar.update(k * images_per_step)
                     logging_now = step - last_log >= config.train.log_every
                     if logging_now:
-                        host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
+                        host_sums = parallel.unreplicate(epoch_sums)
                         _check_finite(host_sums, f"at step {step}", manager)
                         bar.set_postfix(loss=f"{metrics.finish(host_sums)['loss']:.4g}")
                         last_log = step
@@ -132,7 +132,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                     if not (boundary or stopping):
                         continue
                     if last_log != step:  # else fetched and checked just above
-                        host_sums = jax.device_get(parallel.unreplicate(epoch_sums))
+                        host_sums = parallel.unreplicate(epoch_sums)
                         _check_finite(host_sums, f"at step {step}", manager)
                     elapsed = epoch_time + time.perf_counter() - t_epoch
                     record = None
@@ -147,7 +147,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
                         if writer:
                             run_history.write_file(metrics_path, json.dumps(record) + "\n", mode="a")
                         bar.write(run_history.format_record(record), file=sys.stderr)
-                    manager.save(step, jax.device_get(parallel.unreplicate(state_repl)),
+                    manager.save(step, parallel.unreplicate(state_repl),
                                  data_state=data_state,
                                  epoch_sums=None if end_of_epoch else host_sums,
                                  epoch_time=0.0 if end_of_epoch else elapsed,
@@ -167,7 +167,7 @@ def train_and_evaluate(config: Config, workdir: str, *, fresh: bool = False,
             raise
         manager.close()  # a failed last save is raised here, as one line (StorageError)
         bar.close()
-        params = jax.device_get(parallel.unreplicate(state_repl["params"]))
+        params = parallel.unreplicate(state_repl["params"])
         summary = _final_summary(run, state_repl, eval_fn, metrics_path, params,
                                  time.perf_counter() - t_start)
         summary["compile_s"] = train_fn.compile_s
