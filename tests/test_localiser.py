@@ -125,7 +125,7 @@ def test_localiser_trains_on_one_batch_and_decodes_with_documented_shapes():
         params, opt, loss = step(params, opt)
         losses.append(float(loss))
     assert losses[-1] < 0.8 * losses[0]
-    logits = nnx.merge(graphdef, params)(x[:2])
+    logits = jax.jit(lambda q, images: nnx.merge(graphdef, q)(images))(params, x[:2])
     assert logits.shape == (2, 32, 32, 4) and logits.dtype == jnp.float32
     found = localiser.decode(logits, squares.SquarePrior.seed(32, 32))
     assert found["center"].shape == (2, 2) and found["center"].dtype == jnp.int32

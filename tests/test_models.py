@@ -223,8 +223,9 @@ def test_merge_inside_pmap(name):
 
     rep = jax.tree.map(lambda a: jnp.stack([a, a]), params)
     l, g = jax.pmap(step, axis_name="d")(rep, x.reshape(2, 2, 64, 64, 3), f.reshape(2, 2, 2), keys)
-    out0 = nnx.merge(graphdef, params)(x[:2], f[:2], dropout_key=keys[0])
-    out1 = nnx.merge(graphdef, params)(x[2:], f[2:], dropout_key=keys[1])
+    forward = jax.jit(lambda p, x, f, k: nnx.merge(graphdef, p)(x, f, dropout_key=k))
+    out0 = forward(params, x[:2], f[:2], keys[0])
+    out1 = forward(params, x[2:], f[2:], keys[1])
     want = (jnp.mean(out0 ** 2) + jnp.mean(out1 ** 2)) / 2
     np.testing.assert_allclose(l[0], want, rtol=1e-5)
     assert jax.tree_util.tree_structure(g) == jax.tree_util.tree_structure(rep)
