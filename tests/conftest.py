@@ -38,6 +38,11 @@ import pytest  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 
+# The small seed-1 run of tests/test_train.py, test_checkpoint.py and test_steps.py: one shape
+# (the step program depends on the image size, the device table's length and the batch), so
+# the suite's compilation cache holds its step program once.
+SMALL_RUN = ["data.image_size=64", "data.num_images=40", "train.batch_size=4"]
+
 
 @pytest.fixture
 def shared_dir():

@@ -20,7 +20,7 @@ from anomaly_jax import checkpoint, run_setup, steps, train
 from anomaly_jax.config import apply_overrides
 from anomaly_jax.errors import CheckpointError, ConfigError, WorkdirBusy
 from experiments import run as run_cli
-from conftest import subprocess_xla_flags
+from conftest import SMALL_RUN, subprocess_xla_flags
 from experiments.configs import get_config
 
 # One test worker runs this file (--dist loadgroup), so the `uninterrupted` run is made once.
@@ -28,8 +28,7 @@ pytestmark = pytest.mark.xdist_group("checkpoint")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 40 images at 64x64: 32 train / 8 val, batch 4 -> 8 steps per epoch.
-SETS = ["data.image_size=64", "data.num_images=40", "train.batch_size=4", "train.epochs=3",
-        "checkpoint.every_steps=3", "train.log_every=1"]
+SETS = SMALL_RUN + ["train.epochs=3", "checkpoint.every_steps=3", "train.log_every=1"]
 TIMING_KEYS = ("train_images_per_s", "wall_s", "train_s", "val_s")
 
 
@@ -137,8 +136,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(steps, "train_step", poisoned)
     workdir = tmp_path / "nan"
-    args = ["--config", "cnn_lowlr", "--workdir", str(workdir), "--no-progress"]
-    code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
+    code = run_cli.main(run_args(workdir))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "non-finite training loss" in err[-1]
     assert "the last good checkpoint (step 3) is intact" in err[-1]
@@ -239,8 +237,7 @@ def test_nan_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):
         return new_state, dict(sums, loss=jnp.full_like(sums["loss"], jnp.nan))
 
     monkeypatch.setattr(steps, "train_step", poisoned)
-    args = ["--config", "cnn_lowlr", "--workdir", str(tmp_path / "nan0"), "--no-progress"]
-    code = run_cli.main(args + [a for s in SETS for a in ("--set", s)])
+    code = run_cli.main(run_args(tmp_path / "nan0"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].endswith("no checkpoint was written yet")
 

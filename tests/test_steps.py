@@ -11,15 +11,12 @@ from flax import nnx
 
 from anomaly_jax import parallel, run_setup, steps
 from anomaly_jax.config import apply_overrides
+from conftest import SMALL_RUN
 from experiments.configs import get_config
 
 
 def test_pmapped_step_equals_single_device_grad_and_optax():
-    # tests/test_train.py's small cnn_lowlr run (and tests/test_checkpoint.py's): the same
-    # step program, which the suite's compilation cache then holds once.
-    config = apply_overrides(get_config("cnn_lowlr"), [
-        "data.image_size=64", "data.num_images=40", "train.epochs=1", "train.log_every=1",
-        "train.batch_size=4"])
+    config = apply_overrides(get_config("cnn_lowlr"), SMALL_RUN + ["train.epochs=1"])
     run, state = run_setup.setup(config)
     assert len(run.devices) == 2
     ids = np.array([[5, 0, 9, 3]], np.int32)  # one step (K = 1) of the global batch

@@ -10,19 +10,17 @@ import pytest
 from anomaly_jax import train
 from anomaly_jax.config import apply_overrides, field_paths
 from anomaly_jax.errors import ConfigError
+from conftest import SMALL_RUN
 from experiments import run as run_cli
 from experiments.configs import CONFIGS, get_config
 
-SMALL = ["data.image_size=64", "data.num_images=40", "train.epochs=1", "train.log_every=1"]
+SMALL = SMALL_RUN + ["train.epochs=1", "train.log_every=1"]
 RUN_KEYS = {"config.json", "metrics.jsonl", "summary.json", "checkpoints"}
 
 
 def small_config(name: str, *extra: str):
-    sets = list(SMALL)
-    # 40 images: 32 train, so seed 2's 100 cannot fit; seed 1's configs take 4, the batch of
-    # the cnn_lowlr runs in tests/test_checkpoint.py and tests/test_steps.py, whose compiled
-    # programs the suite's compilation cache then holds once.
-    sets.append("train.batch_size=8" if name.startswith("whitebox") else "train.batch_size=4")
+    # 40 images: 32 train, so seed 2's 100 cannot fit; seed 1's configs take SMALL_RUN's 4.
+    sets = SMALL + (["train.batch_size=8"] if name.startswith("whitebox") else [])
     return apply_overrides(get_config(name), sets + list(extra))
 
 
