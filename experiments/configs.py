@@ -82,12 +82,11 @@ def _localiser_mix(name: str) -> Config:
     the altered crops and the others 1/7 each; smudge, erase and stretch are scored, not
     trained on: at their default strength they change their region by a median 2.2, 7.7 and
     7.3 grey levels after JPEG q75 (make_dataset's jpeg_change on the held-out set), and
-    trained on as "altered" they taught the net that
-    natural texture is altered. Measured on 200 held-out photos (README; on 64 landscapes,
-    before the data below): with them, image AUC 0.66-0.69 and 0.80-0.83 on the edits that
-    changed their region by 16+ levels; without them 0.74-0.76 and 0.94-0.95 (two seeds), and
-    no worse on the three kinds themselves (0.39-0.72 either way). `--set
-    corruption.mix_weights=` trains on all eight.
+    trained on as "altered" they taught the net that natural texture is altered. Measured on
+    200 held-out photos (README; on 64 landscapes, before the data below): with them, image
+    AUC 0.66-0.69 and 0.80-0.83 on the edits that changed their region by 16+ levels; without
+    them 0.74-0.76 and 0.94-0.95 (two seeds), and no worse on the three kinds themselves
+    (0.39-0.72 either way). `--set corruption.mix_weights=` trains on all eight.
 
     Its data: 256 procedural landscapes, 64 of them validation (val_fraction 0.25), so that
     the best checkpoint is picked on 64 whole images rather than 16 (whose image AUC sat at

@@ -11,8 +11,7 @@
 # tables), $OUT being the device tool's output folder (./gpu_edit_checks here).
 #
 # Before the call, here: the numpy peer of discolor/white_box/scramble lives in ../shared/peers,
-# which does not travel; carry a copy:
-#   echo /device_shared/ >> .git/info/exclude
+# which does not travel; carry a copy (device_shared/ is git-ignored):
 #   mkdir -p device_shared && cp -r ../shared/peers device_shared/
 # then run(command="bash scripts/gpu_edit_checks.sh square", carry=["device_shared"],
 # timeout_s=570), and the same with "free". The stage needs neither grain nor orbax, so no
@@ -21,8 +20,9 @@ set -uo pipefail
 region=${1:?usage: bash scripts/gpu_edit_checks.sh square|free [KIND ...]}
 shift
 kinds=("$@")
-if [ ${#kinds[@]} -eq 0 ]; then
-    kinds=(discolor white_box scramble smudge erase stretch copy_move splice mix)
+if [ ${#kinds[@]} -eq 0 ]; then  # every kind the library has, and the mix
+    read -r -a kinds < <(python3 -c "from anomaly_jax.config import KIND_ORDER, MIX_KIND
+print(*KIND_ORDER, MIX_KIND)")
 fi
 out=${OUT:-gpu_edit_checks}
 mkdir -p "$out"
